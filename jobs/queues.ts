@@ -1,0 +1,23 @@
+import type { JobsOptions } from 'bullmq'
+import type { SegmentMessage } from '../src/segment/types.js'
+
+export const QUEUE_NAMES = {
+  ingest: 'ingest'
+} as const
+
+/**
+ * One ingest job carries many messages (group commit): per-message jobs cap near 7–12k/s.
+ * Each entry is `[sourceId, message]`.
+ */
+export interface IngestJobData {
+  messages: Array<[string, SegmentMessage]>
+}
+
+export const INGEST_JOB_OPTIONS: JobsOptions = {
+  // Queued messages carry raw traits: a finished job keeps nothing.
+  removeOnComplete: true,
+  // A job that failed every attempt is kept a week for inspection and retry, then removed.
+  removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
+  attempts: 8,
+  backoff: { type: 'exponential', delay: 1000 }
+}

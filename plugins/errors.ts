@@ -1,0 +1,34 @@
+import { STATUS_CODES } from 'node:http'
+import fp from 'fastify-plugin'
+import type { FastifyError } from 'fastify'
+
+/**
+ * Admin API errors: `{statusCode, error, message}`. A 4xx names what is wrong; a 5xx says little
+ * to the client and everything to the log. (The ingestion routes answer Segment's shape instead,
+ * from their own handler.)
+ */
+export default fp(async (app) => {
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const statusCode = err.statusCode !== undefined && err.statusCode >= 400 ? err.statusCode : 500
+    if (statusCode >= 500) {
+      request.log.error({ err }, 'request failed')
+      const unavailable = statusCode === 503
+      return reply.code(statusCode).send({
+        statusCode,
+        error: STATUS_CODES[statusCode],
+        message: unavailable ? err.message : 'internal error; see the server log'
+      })
+    }
+    return reply.code(statusCode).send({ statusCode, error: STATUS_CODES[statusCode], message: err.message })
+  })
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no route ${request.method} ${request.url.split('?')[0]}` })
+  })
+}, { name: 'errors' })
+
+/** An error with an HTTP status, for handlers to throw. */
+export function httpError (statusCode: number, message: string): FastifyError {
+  const err = new Error(message) as FastifyError
+  err.statusCode = statusCode
+  return err
+}

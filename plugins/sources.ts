@@ -1,0 +1,146 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import fp from 'fastify-plugin'
+import type { Redis } from 'ioredis'
+import type { RedisKeys } from '../src/keys.js'
+
+export interface Source {
+  id: string
+  name: string
+  createdAt: string
+  /** The last four characters, to tell keys apart; the whole key is shown only once. */
+  writeKeyHint: string
+}
+
+interface StoredSource extends Source {
+  writeKeyHash: string
+}
+
+export interface SourceStats {
+  received: number
+  accepted: number
+  duplicate: number
+  rejected: number
+}
+
+// `received` is not stored: it is the sum, so the identity always holds.
+const STAT_FIELDS = ['accepted', 'duplicate', 'rejected'] as const
+
+function sha256 (value: string): string {
+  return createHash('sha256').update(value).digest('hex')
+}
+
+/**
+ * Sources and their write keys. Only a key's SHA-256 is stored, and keys are looked up by it:
+ * the time a lookup takes says nothing about the key's characters; the final check compares
+ * digests in constant time. Lookups are cached in memory for a short TTL (a deleted source's key
+ * stays usable that long on other processes).
+ */
+export class SourceStore {
+  private readonly cache = new Map<string, { sourceId: string | null, expires: number }>()
+
+  constructor (
+    private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+    private readonly options: { cacheTtlMs: number, writeKeyGraceMs: number }
+  ) {}
+
+  async create (name: string): Promise<Source & { writeKey: string }> {
+    const id = `src_${randomBytes(8).toString('hex')}`
+    const writeKey = randomBytes(24).toString('base64url')
+    const source: StoredSource = { id, name, createdAt: new Date().toISOString(), writeKeyHint: writeKey.slice(-4), writeKeyHash: sha256(writeKey) }
+    await this.redis.multi()
+      .hset(this.keys.sources, id, JSON.stringify(source))
+      .set(this.keys.writeKey(source.writeKeyHash), id)
+      .exec()
+    return { ...publicSource(source), writeKey }
+  }
+
+  async list (): Promise<Source[]> {
+    const all = await this.redis.hvals(this.keys.sources)
+    return all.map((json) => publicSource(JSON.parse(json))).sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+  }
+
+  async get (id: string): Promise<Source | undefined> {
+    const stored = await this.getStored(id)
+    return stored && publicSource(stored)
+  }
+
+  async remove (id: string): Promise<boolean> {
+    const stored = await this.getStored(id)
+    if (stored === undefined) return false
+    const dedup = this.keys.dedup(id)
+    await this.redis.multi()
+      .hdel(this.keys.sources, id)
+      .del(this.keys.writeKey(stored.writeKeyHash), this.keys.sourceStats(id))
+      .exec()
+    // Separate command: the dedup keys live in the source's own hash slot.
+    await this.redis.del(dedup.current, dedup.previous, dedup.startedAt)
+    this.cache.clear()
+    return true
+  }
+
+  /** A new write key; the old one keeps working for the grace period, then expires. */
+  async rotateWriteKey (id: string): Promise<(Source & { writeKey: string, previousKeyValidUntil: string }) | undefined> {
+    const stored = await this.getStored(id)
+    if (stored === undefined) return undefined
+    const writeKey = randomBytes(24).toString('base64url')
+    const previousHash = stored.writeKeyHash
+    const updated: StoredSource = { ...stored, writeKeyHash: sha256(writeKey), writeKeyHint: writeKey.slice(-4) }
+    await this.redis.multi()
+      .hset(this.keys.sources, id, JSON.stringify(updated))
+      .set(this.keys.writeKey(updated.writeKeyHash), id)
+      .pexpire(this.keys.writeKey(previousHash), this.options.writeKeyGraceMs)
+      .exec()
+    this.cache.clear()
+    return { ...publicSource(updated), writeKey, previousKeyValidUntil: new Date(Date.now() + this.options.writeKeyGraceMs).toISOString() }
+  }
+
+  /** The source a write key belongs to, or undefined. Throws when Redis is unreachable. */
+  async resolveWriteKey (writeKey: string): Promise<string | undefined> {
+    const hash = sha256(writeKey)
+    const now = Date.now()
+    const cached = this.cache.get(hash)
+    if (cached !== undefined && cached.expires > now) return cached.sourceId ?? undefined
+    const sourceId = await this.redis.get(this.keys.writeKey(hash))
+    if (this.cache.size > 10_000) this.cache.clear()
+    this.cache.set(hash, { sourceId, expires: now + this.options.cacheTtlMs })
+    return sourceId ?? undefined
+  }
+
+  async stats (id: string): Promise<SourceStats> {
+    const values = await this.redis.hmget(this.keys.sourceStats(id), ...STAT_FIELDS)
+    const stats = { received: 0, accepted: 0, duplicate: 0, rejected: 0 }
+    STAT_FIELDS.forEach((field, i) => { stats[field] = Number(values[i] ?? 0) })
+    stats.received = stats.accepted + stats.duplicate + stats.rejected
+    return stats
+  }
+
+  private async getStored (id: string): Promise<StoredSource | undefined> {
+    const json = await this.redis.hget(this.keys.sources, id)
+    return json === null ? undefined : JSON.parse(json)
+  }
+}
+
+/** Constant-time equality of two strings' digests. */
+export function safeEqual (a: string, b: string): boolean {
+  const left = createHash('sha256').update(a).digest()
+  const right = createHash('sha256').update(b).digest()
+  return timingSafeEqual(left, right)
+}
+
+function publicSource (stored: StoredSource): Source {
+  return { id: stored.id, name: stored.name, createdAt: stored.createdAt, writeKeyHint: stored.writeKeyHint }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    sources: SourceStore
+  }
+}
+
+export default fp(async (app) => {
+  app.decorate('sources', new SourceStore(app.redis, app.keys, {
+    cacheTtlMs: app.config.WRITE_KEY_CACHE_TTL_MS,
+    writeKeyGraceMs: app.config.writeKeyGraceMs
+  }))
+}, { name: 'sources', dependencies: ['redis'] })

@@ -1,0 +1,32 @@
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import fp from 'fastify-plugin'
+
+export const OPENAPI_INFO = {
+  title: 'Conversion Relay',
+  description: 'Segment-compatible ingestion, Engage-style audiences and Meta offline conversions, self-hosted.',
+  version: '0.1.0'
+}
+
+/** OpenAPI from the routes' own schemas; UI at /docs, JSON at /openapi.json. */
+export default fp(async (app) => {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: OPENAPI_INFO,
+      tags: [
+        { name: 'ingestion', description: 'Segment HTTP Tracking API (write key)' },
+        { name: 'sources', description: 'Sources and write keys (admin)' },
+        { name: 'health', description: 'Liveness and readiness' }
+      ],
+      components: {
+        securitySchemes: {
+          writeKey: { type: 'http', scheme: 'basic', description: 'Segment write key as the user name, empty password' },
+          adminToken: { type: 'http', scheme: 'bearer', description: 'ADMIN_TOKEN' }
+        }
+      }
+    }
+  })
+  await app.register(swaggerUi, { routePrefix: '/docs' })
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+}, { name: 'swagger' })

@@ -1,0 +1,37 @@
+import { Worker } from 'bullmq'
+import fp from 'fastify-plugin'
+import { Redis } from 'ioredis'
+import { createIngestProcessor, type IngestStage } from '../jobs/ingest.js'
+import { QUEUE_NAMES, type IngestJobData } from '../jobs/queues.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    workers: { ingest: Worker<IngestJobData>, ingestStages: IngestStage[] }
+  }
+}
+
+/**
+ * BullMQ workers (ROLE `all` or `worker`). Workers get their own connection with
+ * `maxRetriesPerRequest: null`, as BullMQ requires for blocking commands, and wait out Redis
+ * outages instead of failing. On close they finish the jobs in hand first.
+ */
+export default fp(async (app) => {
+  const connection = new Redis(app.config.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
+  connection.on('error', () => {}) // the workers' own 'error' events are logged below
+  const ingestStages: IngestStage[] = []
+  const ingest = new Worker<IngestJobData>(QUEUE_NAMES.ingest, createIngestProcessor(ingestStages), {
+    connection,
+    prefix: app.keys.queuePrefix,
+    concurrency: app.config.INGEST_CONCURRENCY,
+    autorun: false
+  })
+  ingest.on('failed', (job, err) => app.log.error({ err, jobId: job?.id, attempts: job?.attemptsMade }, 'ingest job failed'))
+  ingest.on('error', (err) => app.log.warn({ err }, 'ingest worker error'))
+  app.decorate('workers', { ingest, ingestStages })
+  // Stages register during boot; start consuming once every plugin is loaded.
+  app.addHook('onReady', async () => { ingest.run().catch((err) => app.log.error({ err }, 'ingest worker stopped')) })
+  app.addHook('onClose', async () => {
+    await ingest.close()
+    await connection.quit().catch(() => connection.disconnect())
+  })
+}, { name: 'workers', dependencies: ['config'] })

@@ -1,0 +1,64 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import authPlugin from '../plugins/auth.js'
+import configPlugin from '../plugins/config.js'
+import errorsPlugin from '../plugins/errors.js'
+import ingestBufferPlugin from '../plugins/ingest-buffer.js'
+import queuesPlugin from '../plugins/queues.js'
+import redisPlugin from '../plugins/redis.js'
+import sourcesPlugin from '../plugins/sources.js'
+import swaggerPlugin from '../plugins/swagger.js'
+import workersPlugin from '../plugins/workers.js'
+import type { Config } from './config.js'
+import healthRoutes from './routes/health.js'
+import ingestRoutes from './routes/ingest.js'
+import { SHARED_SCHEMAS } from './routes/schemas.js'
+import sourceRoutes from './routes/sources.js'
+
+export interface BuildOptions {
+  config: Config
+  logger?: FastifyServerOptions['logger']
+}
+
+/** Pino redaction: write keys, tokens and match keys never reach a log line. */
+export const LOG_REDACT = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  '*.accessToken',
+  '*.access_token',
+  '*.writeKey'
+]
+
+/**
+ * The app for a role: `api` serves HTTP, `worker` consumes queues (and serves only /health,
+ * /ready), `all` does both.
+ */
+export async function buildApp ({ config, logger }: BuildOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: logger ?? { level: config.LOG_LEVEL, redact: LOG_REDACT },
+    routerOptions: { ignoreTrailingSlash: true },
+    // Ingestion enforces its own limit (after decompression); admin bodies are small.
+    bodyLimit: 1024 * 1024,
+    trustProxy: true
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  await app.register(configPlugin, { config })
+  await app.register(errorsPlugin)
+  for (const schema of SHARED_SCHEMAS) app.addSchema(schema)
+  await app.register(swaggerPlugin)
+  await app.register(redisPlugin)
+  await app.register(healthRoutes)
+
+  if (config.ROLE !== 'worker') {
+    await app.register(queuesPlugin)
+    await app.register(sourcesPlugin)
+    await app.register(ingestBufferPlugin)
+    await app.register(authPlugin)
+    await app.register(ingestRoutes)
+    await app.register(sourceRoutes)
+  }
+  if (config.ROLE !== 'api') {
+    await app.register(workersPlugin)
+  }
+  return app
+}

@@ -1,0 +1,77 @@
+import envSchema from 'env-schema'
+import { Duration } from 'luxon'
+import { Type, type Static } from 'typebox'
+
+/**
+ * The one configuration schema. Nothing else reads `process.env`: the entry point loads this
+ * once, and a bad value stops the process with a message naming the variable.
+ */
+export const ConfigSchema = Type.Object({
+  PORT: Type.Integer({ default: 3000, minimum: 0, maximum: 65535 }),
+  HOST: Type.String({ default: '127.0.0.1' }),
+  ROLE: Type.Enum(['all', 'api', 'worker'], { default: 'all' }),
+  LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
+  // Unset: `npm start` uses 127.0.0.1:6379 when it answers, else launches a local redis-server.
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  // Data keys start with `<prefix>:`; BullMQ keys with `{<prefix>}` (one hash slot on Redis Cluster).
+  REDIS_PREFIX: Type.String({ default: 'relay', pattern: '^[A-Za-z0-9_.-]+$' }),
+  DATA_DIR: Type.String({ default: './data' }),
+  ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
+  SECRET_KEY: Type.Optional(Type.String({ minLength: 32 })),
+  PUBLIC_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  FACEBOOK_GRAPH_URL: Type.String({ default: 'https://graph.facebook.com', pattern: '^https?://' }),
+  FACEBOOK_APP_ID: Type.Optional(Type.String()),
+  FACEBOOK_APP_SECRET: Type.Optional(Type.String()),
+  METRICS_PUBLIC: Type.Boolean({ default: false }),
+  // Ingestion limits (DESIGN.md): 32 KB a message, 2,500 a batch, 4 MB a request after gunzip.
+  MAX_MESSAGE_BYTES: Type.Integer({ default: 32 * 1024, minimum: 1024 }),
+  MAX_BATCH_MESSAGES: Type.Integer({ default: 2500, minimum: 1 }),
+  MAX_REQUEST_BYTES: Type.Integer({ default: 4 * 1024 * 1024, minimum: 1024 }),
+  // Messages a second per source and API process; 0 turns the limit off. Bursts of twice that pass.
+  RATE_LIMIT_EVENTS_PER_SECOND: Type.Integer({ default: 20000, minimum: 0 }),
+  // Above this many waiting ingest jobs the API answers 503 (official clients retry).
+  INGEST_MAX_BACKLOG_JOBS: Type.Integer({ default: 20000, minimum: 1 }),
+  // Group commit: at most this many messages in one ingest job.
+  INGEST_JOB_MAX_MESSAGES: Type.Integer({ default: 2000, minimum: 1 }),
+  INGEST_CONCURRENCY: Type.Integer({ default: 4, minimum: 1 }),
+  DEDUP_WINDOW: Type.String({ default: 'PT24H' }),
+  // Remembered message ids per source and window; past it the oldest window is dropped early
+  // (a duplicate may then pass — a new message is never dropped).
+  DEDUP_MAX_IDS: Type.Integer({ default: 5_000_000, minimum: 1 }),
+  WRITE_KEY_GRACE: Type.String({ default: 'PT24H' }),
+  WRITE_KEY_CACHE_TTL_MS: Type.Integer({ default: 5000, minimum: 0 }),
+  SHUTDOWN_TIMEOUT_MS: Type.Integer({ default: 10000, minimum: 100 })
+})
+
+type RawConfig = Static<typeof ConfigSchema>
+
+export interface Config extends RawConfig {
+  dedupWindowMs: number
+  writeKeyGraceMs: number
+}
+
+export class ConfigError extends Error {}
+
+function durationMs (name: string, value: string): number {
+  const duration = Duration.fromISO(value)
+  if (!duration.isValid || duration.toMillis() <= 0) {
+    throw new ConfigError(`${name} must be a positive ISO-8601 duration such as PT24H (got "${value}")`)
+  }
+  return duration.toMillis()
+}
+
+/** Validates the environment; throws a ConfigError naming the variable at fault. */
+export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
+  let raw: RawConfig
+  try {
+    raw = envSchema<RawConfig>({ schema: ConfigSchema, data: env, dotenv: false })
+  } catch (err) {
+    // env-schema says "env/PORT must be integer"; keep the variable's name up front.
+    throw new ConfigError(`invalid configuration: ${(err as Error).message.replace(/env\//g, '')}`)
+  }
+  return {
+    ...raw,
+    dedupWindowMs: durationMs('DEDUP_WINDOW', raw.DEDUP_WINDOW),
+    writeKeyGraceMs: durationMs('WRITE_KEY_GRACE', raw.WRITE_KEY_GRACE)
+  }
+}

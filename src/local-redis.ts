@@ -1,0 +1,79 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdirSync } from 'node:fs'
+import { createServer, Socket } from 'node:net'
+import { delimiter, join, resolve } from 'node:path'
+import { existsSync } from 'node:fs'
+
+/** Answers true when something at host:port replies to PING like Redis. */
+export function redisAnswers (host: string, port: number, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = new Socket()
+    const done = (ok: boolean) => { socket.destroy(); resolve(ok) }
+    socket.setTimeout(timeoutMs, () => done(false))
+    socket.once('error', () => done(false))
+    socket.connect(port, host, () => socket.write('PING\r\n'))
+    socket.once('data', (data) => done(data.toString().startsWith('+PONG') || data.toString().startsWith('-NOAUTH')))
+  })
+}
+
+export function findOnPath (binary: string, path = process.env.PATH ?? ''): string | undefined {
+  for (const dir of path.split(delimiter)) {
+    const candidate = join(dir, binary)
+    if (dir !== '' && existsSync(candidate)) return candidate
+  }
+  return undefined
+}
+
+export function freePort (): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.unref()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+export interface LocalRedis {
+  url: string
+  process: ChildProcess
+  stop: () => Promise<void>
+}
+
+/**
+ * Starts a redis-server as this service wants it: AOF on with fsync every second (at most ~1 s of
+ * acknowledged messages lost if Redis itself crashes), `noeviction` (BullMQ must never lose keys
+ * to eviction), data under `dir`.
+ */
+export async function startRedisServer (options: { binary: string, dir: string, port?: number, appendonly?: boolean }): Promise<LocalRedis> {
+  const dir = resolve(options.dir)
+  mkdirSync(dir, { recursive: true })
+  const port = options.port ?? await freePort()
+  const child = spawn(options.binary, [
+    '--port', String(port),
+    '--bind', '127.0.0.1',
+    '--dir', dir,
+    '--appendonly', options.appendonly === false ? 'no' : 'yes',
+    '--appendfsync', 'everysec',
+    '--save', '',
+    '--maxmemory-policy', 'noeviction',
+    '--daemonize', 'no'
+  ], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  const deadline = Date.now() + 10_000
+  while (!(await redisAnswers('127.0.0.1', port))) {
+    if (child.exitCode !== null) throw new Error(`redis-server exited with code ${child.exitCode}`)
+    if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error('redis-server did not start within 10 s') }
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    process: child,
+    stop: async () => {
+      if (child.exitCode === null) child.kill('SIGTERM')
+      await exited
+    }
+  }
+}

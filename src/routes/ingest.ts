@@ -1,0 +1,242 @@
+import { createGunzip, createInflate } from 'node:zlib'
+import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { DateTime } from 'luxon'
+import secureJson from 'secure-json-parse'
+import { Type } from 'typebox'
+import { UnavailableError } from '../../plugins/ingest-buffer.js'
+import { RateLimiter } from '../rate-limit.js'
+import { isPlainObject, parseTime, PATH_TYPES, prepareMessage, type RequestEnvelope } from '../segment/message.js'
+import type { MessageType, SegmentMessage } from '../segment/types.js'
+import { writeKeyFromBody, writeKeyFromHeader } from '../segment/write-key.js'
+import { IngestError, IngestSuccess, ref } from './schemas.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Size of the body after decompression. */
+    bodyBytes?: number
+  }
+}
+
+class IngestHttpError extends Error {
+  constructor (readonly statusCode: number, message: string, readonly headers: Record<string, string> = {}) { super(message) }
+}
+
+// Documented shapes only: the handler validates messages itself, one by one, so that one bad
+// message in a batch never loses its neighbours and every error names its field.
+const Message = Type.Object({
+  type: Type.Optional(Type.String({ enum: ['track', 'identify', 'page', 'screen', 'group', 'alias'], description: 'Required in a batch; a single-message path gives it' })),
+  userId: Type.Optional(Type.String()),
+  anonymousId: Type.Optional(Type.String({ description: 'userId or anonymousId is required' })),
+  event: Type.Optional(Type.String({ description: 'Required for track' })),
+  groupId: Type.Optional(Type.String({ description: 'Required for group' })),
+  previousId: Type.Optional(Type.String({ description: 'Required for alias' })),
+  messageId: Type.Optional(Type.String({ maxLength: 100, description: 'Generated when absent; a repeat within the dedup window is accepted but not stored again' })),
+  timestamp: Type.Optional(Type.String({ format: 'date-time' })),
+  sentAt: Type.Optional(Type.String({ format: 'date-time' })),
+  properties: Type.Optional(Type.Object({}, { additionalProperties: true })),
+  traits: Type.Optional(Type.Object({}, { additionalProperties: true })),
+  context: Type.Optional(Type.Object({}, { additionalProperties: true })),
+  integrations: Type.Optional(Type.Object({}, { additionalProperties: true })),
+  writeKey: Type.Optional(Type.String())
+}, { additionalProperties: true, description: 'A Segment message; at most 32 KB' })
+
+const Batch = Type.Object({
+  batch: Type.Array(Message, { maxItems: 2500 }),
+  writeKey: Type.Optional(Type.String()),
+  sentAt: Type.Optional(Type.String({ format: 'date-time' })),
+  context: Type.Optional(Type.Object({}, { additionalProperties: true, description: 'Merged into every message' })),
+  integrations: Type.Optional(Type.Object({}, { additionalProperties: true, description: 'Merged into every message' }))
+}, { additionalProperties: true })
+
+const responses = {
+  200: ref(IngestSuccess),
+  400: ref(IngestError),
+  401: ref(IngestError),
+  413: ref(IngestError),
+  415: ref(IngestError),
+  429: ref(IngestError),
+  503: ref(IngestError)
+}
+
+const CORS_HEADERS = {
+  'access-control-allow-origin': '*',
+  'access-control-allow-methods': 'POST, OPTIONS',
+  'access-control-max-age': '86400'
+}
+
+/**
+ * The Segment HTTP Tracking API. Bodies are JSON whatever the Content-Type says (browsers and
+ * Kotlin send text/plain), gzip or deflate encoded or not; limits apply after decompression.
+ */
+const ingest: FastifyPluginAsync = async (app) => {
+  const config = app.config
+  const limiter = new RateLimiter(config.RATE_LIMIT_EVENTS_PER_SECOND)
+
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.MAX_REQUEST_BYTES }, (request, body, done) => {
+    request.bodyBytes = (body as Buffer).length
+    try {
+      // Prototype-poisoning keys (__proto__, constructor.prototype) are refused, not stripped.
+      done(null, secureJson.parse(body as Buffer, undefined, { protoAction: 'error', constructorAction: 'error' }))
+    } catch (err) {
+      const message = (err as Error).message
+      done(new IngestHttpError(400, /prototype/i.test(message) ? `forbidden key in the JSON body: ${message}` : `malformed JSON: ${message}`), undefined)
+    }
+  })
+
+  app.addHook('preParsing', async (request, reply, payload) => {
+    const encoding = request.headers['content-encoding']?.toLowerCase()
+    if (encoding === undefined || encoding === 'identity') return payload
+    if (encoding !== 'gzip' && encoding !== 'deflate') throw new IngestHttpError(415, `unsupported Content-Encoding "${encoding}" (gzip, deflate or none)`)
+    const inflated = Object.assign(encoding === 'gzip' ? createGunzip() : createInflate(), { receivedEncodedLength: 0 })
+    // Fastify compares this with Content-Length, and the inflated bytes with the body limit.
+    payload.on('data', (chunk: Buffer) => { inflated.receivedEncodedLength += chunk.length })
+    payload.on('error', (err) => inflated.destroy(err))
+    return payload.pipe(inflated)
+  })
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.headers(CORS_HEADERS)
+  })
+
+  app.setErrorHandler((err: FastifyError | IngestHttpError, request, reply) => {
+    let statusCode = err.statusCode ?? 500
+    let message = err.message
+    if (err instanceof UnavailableError) {
+      statusCode = 503
+      reply.header('retry-after', String(err.retryAfterSeconds))
+    } else if ((err as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      message = `request body is over ${config.MAX_REQUEST_BYTES} bytes (after decompression)`
+    } else if ((err as FastifyError).code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (err as FastifyError).code === 'FST_ERR_CTP_EMPTY_TYPE') {
+      message = 'the body is empty; send a JSON message or batch'
+    } else if (err instanceof Error && 'errno' in err && (err as NodeJS.ErrnoException).code?.startsWith('Z_')) {
+      statusCode = 400
+      message = `the body could not be decompressed: ${err.message}`
+    }
+    if (statusCode >= 500 && statusCode !== 503) {
+      request.log.error({ err }, 'ingestion failed')
+      message = 'internal error; retry later'
+    }
+    if (err instanceof IngestHttpError) reply.headers(err.headers)
+    return reply.code(statusCode).send({ success: false, error: message })
+  })
+
+  async function sourceFor (request: FastifyRequest, body: Record<string, unknown>, messages: readonly unknown[]): Promise<string> {
+    const writeKey = writeKeyFromHeader(request.headers.authorization) ?? writeKeyFromBody(body, messages)
+    if (writeKey === undefined) throw new IngestHttpError(401, 'missing write key: send it as the HTTP Basic user name or as writeKey in the body')
+    let sourceId: string | undefined
+    try {
+      sourceId = await app.sources.resolveWriteKey(writeKey)
+    } catch (err) {
+      throw Object.assign(new UnavailableError('storage (Redis) is unreachable; retry later'), { cause: err })
+    }
+    if (sourceId === undefined) throw new IngestHttpError(401, 'unknown write key')
+    return sourceId
+  }
+
+  function limit (sourceId: string, count: number): void {
+    const wait = limiter.take(sourceId, count)
+    if (wait > 0) throw new IngestHttpError(429, `rate limit of ${config.RATE_LIMIT_EVENTS_PER_SECOND} messages a second for this source exceeded; retry after ${wait} s`, { 'retry-after': String(wait) })
+  }
+
+  function tooLarge (message: unknown, bodyBytes: number): number | undefined {
+    // Only a body over the message limit can hold an oversized message: skip the measuring otherwise.
+    if (bodyBytes <= config.MAX_MESSAGE_BYTES) return undefined
+    const bytes = Buffer.byteLength(JSON.stringify(message))
+    return bytes > config.MAX_MESSAGE_BYTES ? bytes : undefined
+  }
+
+  async function single (request: FastifyRequest, reply: FastifyReply, pathType: MessageType) {
+    const body = request.body
+    if (!isPlainObject(body)) throw new IngestHttpError(400, 'the body must be a JSON object (one message)')
+    const sourceId = await sourceFor(request, body, [])
+    limit(sourceId, 1)
+    const bytes = tooLarge(body, request.bodyBytes ?? 0)
+    if (bytes !== undefined) throw new IngestHttpError(413, `message is ${bytes} bytes; the limit is ${config.MAX_MESSAGE_BYTES} bytes a message`)
+    const prepared = prepareMessage(body, { receivedAt: DateTime.utc(), pathType })
+    if (!prepared.ok) {
+      // Counted as rejected; the answer does not wait for the count.
+      app.ingestBuffer.submit(sourceId, [], 1).catch(() => {})
+      throw new IngestHttpError(400, prepared.error)
+    }
+    await app.ingestBuffer.submit(sourceId, [prepared.message], 0)
+    return reply.send({ success: true })
+  }
+
+  async function batch (request: FastifyRequest, reply: FastifyReply) {
+    const body = request.body
+    if (!isPlainObject(body)) throw new IngestHttpError(400, 'the body must be a JSON object with a batch array')
+    const items = body.batch
+    if (!Array.isArray(items)) throw new IngestHttpError(400, 'batch must be an array of messages')
+    if (items.length > config.MAX_BATCH_MESSAGES) throw new IngestHttpError(400, `batch has ${items.length} messages; the limit is ${config.MAX_BATCH_MESSAGES}`)
+    const sourceId = await sourceFor(request, body, items)
+    limit(sourceId, Math.max(1, items.length))
+
+    const sentAt = parseTime(body.sentAt)
+    if (sentAt === null) throw new IngestHttpError(400, 'sentAt must be an ISO-8601 date-time')
+    for (const field of ['context', 'integrations'] as const) {
+      if (body[field] !== undefined && body[field] !== null && !isPlainObject(body[field])) throw new IngestHttpError(400, `${field} must be an object`)
+    }
+    const envelope: RequestEnvelope = {
+      receivedAt: DateTime.utc(),
+      sentAt,
+      context: isPlainObject(body.context) ? body.context : undefined,
+      integrations: isPlainObject(body.integrations) ? body.integrations : undefined
+    }
+    const accepted: SegmentMessage[] = []
+    const rejected: Array<{ index: number, messageId?: string, error: string }> = []
+    const bodyBytes = request.bodyBytes ?? 0
+    items.forEach((item, index) => {
+      const bytes = tooLarge(item, bodyBytes)
+      if (bytes !== undefined) {
+        const messageId = typeof item?.messageId === 'string' ? item.messageId.slice(0, 100) : undefined
+        rejected.push({ index, messageId, error: `message is ${bytes} bytes; the limit is ${config.MAX_MESSAGE_BYTES} bytes a message` })
+        return
+      }
+      const prepared = prepareMessage(item, envelope)
+      if (prepared.ok) accepted.push(prepared.message)
+      else rejected.push({ index, messageId: prepared.messageId, error: prepared.error })
+    })
+    await app.ingestBuffer.submit(sourceId, accepted, rejected.length)
+    return reply.send(rejected.length > 0 ? { success: true, rejected } : { success: true })
+  }
+
+  const noValidation = () => () => true
+  const security = [{ writeKey: [] }]
+
+  for (const [segment, type] of Object.entries(PATH_TYPES)) {
+    const short = segment.length === 1
+    app.post(`/v1/${segment}`, {
+      schema: {
+        tags: ['ingestion'],
+        summary: short ? `${type} (analytics.js 2.0 short path)` : `Send one ${type} message`,
+        security,
+        body: Message,
+        response: responses
+      },
+      validatorCompiler: noValidation
+    }, (request, reply) => single(request, reply, type))
+    app.options(`/v1/${segment}`, { schema: { hide: true } }, corsPreflight)
+  }
+  for (const path of ['/v1/batch', '/v1/b', '/v1/import']) {
+    app.post(path, {
+      schema: {
+        tags: ['ingestion'],
+        summary: path === '/v1/batch' ? 'Send a batch of messages (server libraries)' : `Send a batch of messages (${path === '/v1/b' ? 'mobile and browser batching' : 'Ruby, Java'})`,
+        security,
+        body: Batch,
+        response: responses
+      },
+      validatorCompiler: noValidation
+    }, batch)
+    app.options(path, { schema: { hide: true } }, corsPreflight)
+  }
+}
+
+async function corsPreflight (request: FastifyRequest, reply: FastifyReply) {
+  const requested = request.headers['access-control-request-headers']
+  reply.header('access-control-allow-headers', requested ?? 'authorization, content-type, content-encoding')
+  return reply.code(204).send()
+}
+
+export default ingest

@@ -1,0 +1,153 @@
+import { randomUUID } from 'node:crypto'
+import { DateTime } from 'luxon'
+import type { MessageType, SegmentMessage } from './types.js'
+
+export const MESSAGE_TYPES: readonly MessageType[] = ['track', 'identify', 'page', 'screen', 'group', 'alias']
+
+/** Path segment → message type: the long forms and analytics.js 2.0's one-letter forms. */
+export const PATH_TYPES: Readonly<Record<string, MessageType>> = {
+  track: 'track',
+  identify: 'identify',
+  page: 'page',
+  screen: 'screen',
+  group: 'group',
+  alias: 'alias',
+  t: 'track',
+  i: 'identify',
+  p: 'page',
+  s: 'screen',
+  g: 'group',
+  a: 'alias'
+}
+
+const MAX_MESSAGE_ID_LENGTH = 100
+const OBJECT_FIELDS = ['properties', 'traits', 'context', 'integrations'] as const
+const ID_FIELDS = ['userId', 'anonymousId', 'groupId', 'previousId'] as const
+
+export interface RequestEnvelope {
+  /** The server's clock when the request arrived. */
+  receivedAt: DateTime
+  /** Type given by a single-message path (`/v1/track`); batch items carry their own. */
+  pathType?: MessageType
+  /** Batch-level `sentAt`, `context` and `integrations`, merged into every message. */
+  sentAt?: DateTime
+  context?: Record<string, unknown>
+  integrations?: Record<string, unknown>
+}
+
+export type Prepared =
+  | { ok: true, message: SegmentMessage }
+  | { ok: false, error: string, messageId?: string }
+
+export function isPlainObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** Parses an ISO-8601 time the way Segment does; `undefined` when absent, `null` when invalid. */
+export function parseTime (value: unknown): DateTime | undefined | null {
+  if (value === undefined || value === null) return undefined
+  if (typeof value !== 'string') return null
+  const time = DateTime.fromISO(value, { zone: 'utc' })
+  return time.isValid ? time : null
+}
+
+function fail (error: string, raw: Record<string, unknown>): Prepared {
+  const messageId = typeof raw.messageId === 'string' ? raw.messageId.slice(0, MAX_MESSAGE_ID_LENGTH) : undefined
+  return { ok: false, error, messageId }
+}
+
+/**
+ * Validates one message and sets the server fields, as Segment's API does:
+ * `messageId` when absent, `receivedAt`, `originalTimestamp` (the client's `timestamp`) and
+ * `timestamp = receivedAt − (sentAt − originalTimestamp)`, which corrects a skewed client clock.
+ * Errors name the field and the rule.
+ */
+export function prepareMessage (raw: unknown, envelope: RequestEnvelope): Prepared {
+  if (!isPlainObject(raw)) return { ok: false, error: 'message must be a JSON object' }
+
+  let type = envelope.pathType
+  if (raw.type !== undefined) {
+    if (typeof raw.type !== 'string' || !MESSAGE_TYPES.includes(raw.type as MessageType)) {
+      return fail(`type must be one of ${MESSAGE_TYPES.join(', ')}`, raw)
+    }
+    if (type !== undefined && raw.type !== type) return fail(`type "${raw.type}" does not match the path's type "${type}"`, raw)
+    type = raw.type as MessageType
+  }
+  if (type === undefined) return fail(`type is required in a batch (one of ${MESSAGE_TYPES.join(', ')})`, raw)
+
+  for (const field of ID_FIELDS) {
+    const value = raw[field]
+    if (value !== undefined && value !== null && !(typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value)))) {
+      return fail(`${field} must be a string`, raw)
+    }
+  }
+  const userId = idString(raw.userId)
+  const anonymousId = idString(raw.anonymousId)
+  if (type === 'alias') {
+    if (userId === undefined) return fail('userId is required for alias', raw)
+    if (idString(raw.previousId) === undefined) return fail('previousId is required for alias', raw)
+  } else if (userId === undefined && anonymousId === undefined) {
+    return fail('userId or anonymousId is required', raw)
+  }
+  if (type === 'track' && (typeof raw.event !== 'string' || raw.event.trim() === '')) {
+    return fail('event is required for track and must be a non-empty string', raw)
+  }
+  if (type === 'group' && idString(raw.groupId) === undefined) return fail('groupId is required for group', raw)
+
+  let messageId: string
+  if (raw.messageId === undefined || raw.messageId === null || raw.messageId === '') {
+    messageId = `relay-${randomUUID()}`
+  } else if (typeof raw.messageId !== 'string') {
+    return fail('messageId must be a string', raw)
+  } else if (raw.messageId.length > MAX_MESSAGE_ID_LENGTH) {
+    return fail(`messageId must be at most ${MAX_MESSAGE_ID_LENGTH} characters`, raw)
+  } else {
+    messageId = raw.messageId
+  }
+
+  for (const field of OBJECT_FIELDS) {
+    const value = raw[field]
+    if (value !== undefined && value !== null && !isPlainObject(value)) return fail(`${field} must be an object`, raw)
+  }
+  for (const field of ['name', 'category'] as const) {
+    if (raw[field] !== undefined && raw[field] !== null && typeof raw[field] !== 'string') return fail(`${field} must be a string`, raw)
+  }
+
+  const clientTime = parseTime(raw.timestamp)
+  if (clientTime === null) return fail('timestamp must be an ISO-8601 date-time', raw)
+  const ownSentAt = parseTime(raw.sentAt)
+  if (ownSentAt === null) return fail('sentAt must be an ISO-8601 date-time', raw)
+  // The browser puts sentAt on each message; server libraries put it on the batch.
+  const sentAt = ownSentAt ?? envelope.sentAt
+  const receivedAt = envelope.receivedAt
+  const originalTimestamp = clientTime ?? receivedAt
+  const timestamp = clientTime !== undefined && sentAt !== undefined
+    ? receivedAt.minus(sentAt.diff(clientTime))
+    : originalTimestamp
+
+  const message: SegmentMessage = {
+    ...raw,
+    type,
+    messageId,
+    timestamp: timestamp.toISO()!,
+    originalTimestamp: originalTimestamp.toISO()!,
+    receivedAt: receivedAt.toISO()!
+  }
+  // The write key authenticates the request; it is not part of the message we keep.
+  delete message.writeKey
+  if (userId !== undefined) message.userId = userId
+  if (anonymousId !== undefined) message.anonymousId = anonymousId
+  if (type === 'group') message.groupId = idString(raw.groupId)
+  if (type === 'alias') message.previousId = idString(raw.previousId)
+  if (sentAt !== undefined) message.sentAt = sentAt.toISO()!
+  if (envelope.context !== undefined) message.context = { ...envelope.context, ...(raw.context as Record<string, unknown> | undefined) }
+  if (envelope.integrations !== undefined) message.integrations = { ...envelope.integrations, ...(raw.integrations as Record<string, unknown> | undefined) }
+  return { ok: true, message }
+}
+
+/** Segment ids are strings; some clients send numbers. Blank means absent. */
+function idString (value: unknown): string | undefined {
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value)
+  if (typeof value === 'string' && value.trim() !== '') return value
+  return undefined
+}
