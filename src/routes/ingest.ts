@@ -214,7 +214,8 @@ const ingest: FastifyPluginAsync = async (app) => {
         body: Message,
         response: responses
       },
-      validatorCompiler: noValidation
+      validatorCompiler: noValidation,
+      logLevel: 'warn'
     }, (request, reply) => single(request, reply, type))
     app.options(`/v1/${segment}`, { schema: { hide: true } }, corsPreflight)
   }
@@ -227,7 +228,8 @@ const ingest: FastifyPluginAsync = async (app) => {
         body: Batch,
         response: responses
       },
-      validatorCompiler: noValidation
+      validatorCompiler: noValidation,
+      logLevel: 'warn'
     }, batch)
     app.options(path, { schema: { hide: true } }, corsPreflight)
   }
