@@ -11,6 +11,8 @@ export const OPENAPI_INFO = {
 /** OpenAPI from the routes' own schemas; UI at /docs, JSON at /openapi.json. */
 export default fp(async (app) => {
   await app.register(swagger, {
+    // Shared schemas keep their $id as the component name.
+    refResolver: { buildLocalReference: (json, baseUri, fragment, i) => String(json.$id ?? `def-${i}`) },
     openapi: {
       openapi: '3.1.0',
       info: OPENAPI_INFO,

@@ -1,0 +1,114 @@
+/**
+ * `npm run bench:ingest` — ingestion throughput and latency on this machine, in one run:
+ * single `/v1/track` and `/v1/batch` (100 events) against the real service (ROLE=api, its own
+ * redis-server with AOF everysec), and the same bodies against a bare Fastify route that only
+ * parses and validates. Prints events/s, p50/p99 and the ratio; then Redis bytes per remembered
+ * message id (dedup). Not a test: it prints figures.
+ */
+import { fork, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import autocannon from 'autocannon'
+import { Redis } from 'ioredis'
+import { findOnPath, freePort, startRedisServer } from '../src/local-redis.js'
+
+const DURATION = Number(process.env.BENCH_SECONDS ?? 10)
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
+const ADMIN_TOKEN = 'bench-admin-token-0123456789'
+
+function track (i: number) {
+  return {
+    userId: `user-${i % 5000}`,
+    event: 'Order Completed',
+    properties: { order_id: `o-${i}`, revenue: 39.95, currency: 'USD', products: [{ product_id: 'p1', price: 19.95 }, { product_id: 'p2', price: 20 }] },
+    context: { traits: { email: `user-${i % 5000}@example.com`, phone: '4011234567' }, library: { name: '@segment/analytics-node', version: '3.1.0' } },
+    timestamp: new Date().toISOString()
+  }
+}
+// No messageId: the server assigns one, so every message is new and stored (no dedup shortcut).
+const singleBody = JSON.stringify(track(1))
+const batchBody = JSON.stringify({ batch: Array.from({ length: 100 }, (_, i) => ({ type: 'track', ...track(i) })), sentAt: new Date().toISOString() })
+
+function start (script: string, env: Record<string, string>): Promise<{ child: ChildProcess, url: string }> {
+  return new Promise((resolve, reject) => {
+    const child = fork(new URL(script, import.meta.url).pathname, [], {
+      env: { ...process.env, ...env },
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc']
+    })
+    child.once('message', (m: any) => resolve({ child, url: m.url }))
+    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)))
+  })
+}
+
+async function run (name: string, url: string, path: string, body: string, events: number, writeKey?: string) {
+  const headers: Record<string, string> = { 'content-type': 'application/json' }
+  if (writeKey !== undefined) headers.authorization = `Basic ${Buffer.from(`${writeKey}:`).toString('base64')}`
+  // Warm-up, then the measured run.
+  await autocannon({ url: url + path, method: 'POST', body, headers, connections: CONNECTIONS, duration: 2 })
+  const result = await autocannon({ url: url + path, method: 'POST', body, headers, connections: CONNECTIONS, duration: DURATION })
+  const ok = result['2xx']
+  const failed = result.non2xx + result.errors + result.timeouts
+  const row = {
+    name,
+    requestsPerSecond: Math.round(ok / DURATION),
+    eventsPerSecond: Math.round((ok * events) / DURATION),
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    failed
+  }
+  console.log(`${name.padEnd(34)} ${String(row.eventsPerSecond).padStart(9)} events/s  ${String(row.requestsPerSecond).padStart(7)} req/s  p50 ${row.p50} ms  p99 ${row.p99} ms${failed > 0 ? `  (${failed} non-2xx/errors)` : ''}`)
+  return row
+}
+
+const binary = findOnPath('redis-server')
+if (binary === undefined) throw new Error('bench:ingest needs redis-server on PATH')
+const dir = mkdtempSync(join(tmpdir(), 'relay-bench-'))
+const redisServer = await startRedisServer({ binary, dir })
+const redis = new Redis(redisServer.url)
+const children: ChildProcess[] = []
+try {
+  console.log(`ingestion benchmark: ${CONNECTIONS} connections, ${DURATION} s a run, node ${process.version}, redis-server with AOF everysec`)
+  const relay = await start('./relay-server.ts', {
+    REDIS_URL: redisServer.url,
+    ROLE: 'api',
+    PORT: String(await freePort()),
+    ADMIN_TOKEN,
+    LOG_LEVEL: 'warn',
+    RATE_LIMIT_EVENTS_PER_SECOND: '0',
+    INGEST_MAX_BACKLOG_JOBS: '100000000'
+  })
+  children.push(relay.child)
+  const bare = await start('./bare-server.ts', {})
+  children.push(bare.child)
+  const created = await fetch(`${relay.url}/v1/sources`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'bench' }) })
+  const source = await created.json() as { id: string, writeKey: string }
+
+  const bareSingle = await run('bare fastify  /v1/track', bare.url, '/v1/track', singleBody, 1)
+  const relaySingle = await run('relay         /v1/track', relay.url, '/v1/track', singleBody, 1, source.writeKey)
+  const bareBatch = await run('bare fastify  /v1/batch x100', bare.url, '/v1/batch', batchBody, 100)
+  const relayBatch = await run('relay         /v1/batch x100', relay.url, '/v1/batch', batchBody, 100, source.writeKey)
+
+  console.log()
+  console.log(`single /v1/track: ${(100 * relaySingle.eventsPerSecond / bareSingle.eventsPerSecond).toFixed(0)} % of the bare route (target ≥ 60 %), p99 ${relaySingle.p99} ms (target < 25 ms)`)
+  console.log(`/v1/batch x100:   ${relayBatch.eventsPerSecond} events/s accepted (target ≥ 100,000), ${(100 * relayBatch.eventsPerSecond / bareBatch.eventsPerSecond).toFixed(0)} % of the bare route`)
+
+  const statsResponse = await fetch(`${relay.url}/v1/sources/${source.id}/stats`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+  const stats = await statsResponse.json() as Record<string, number>
+  const prefix = 'relay'
+  const dedupKeys = [`${prefix}:dedup:{${source.id}}:cur`, `${prefix}:dedup:{${source.id}}:prev`]
+  let ids = 0
+  let bytes = 0
+  for (const key of dedupKeys) {
+    ids += await redis.scard(key)
+    bytes += Number(await redis.call('MEMORY', 'USAGE', key, 'SAMPLES', '0') ?? 0)
+  }
+  console.log(`stats: ${JSON.stringify(stats)}`)
+  console.log(`dedup: ${ids} message ids remembered in ${(bytes / 1048576).toFixed(1)} MiB = ${(bytes / Math.max(ids, 1)).toFixed(1)} bytes per id`)
+} finally {
+  for (const child of children) child.kill('SIGTERM')
+  redis.disconnect()
+  await redisServer.stop()
+  rmSync(dir, { recursive: true, force: true })
+}
