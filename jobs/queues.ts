@@ -21,3 +21,20 @@ export const INGEST_JOB_OPTIONS: JobsOptions = {
   attempts: 8,
   backoff: { type: 'exponential', delay: 1000 }
 }
+
+export const DELIVER_QUEUE = 'deliver'
+
+/** One conversion of a deliver job: the event exactly as it goes into the request's `data`. */
+export interface QueuedConversion {
+  eventId: string
+  eventName: string
+  eventTime: number
+  payload: Record<string, unknown>
+}
+
+/** One request's worth of conversions for one destination and dataset. */
+export interface DeliverJobData {
+  destinationId: string
+  datasetId: string
+  conversions: QueuedConversion[]
+}

@@ -19,6 +19,7 @@ export default fp(async (app) => {
       tags: [
         { name: 'ingestion', description: 'Segment HTTP Tracking API (write key)' },
         { name: 'sources', description: 'Sources and write keys (admin)' },
+        { name: 'destinations', description: 'Facebook Offline Conversions destinations, tokens, stats and dead letters (admin)' },
         { name: 'health', description: 'Liveness and readiness' }
       ],
       components: {

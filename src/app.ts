@@ -2,6 +2,8 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import authPlugin from '../plugins/auth.js'
 import configPlugin from '../plugins/config.js'
+import deliveryPlugin from '../plugins/delivery.js'
+import destinationsPlugin from '../plugins/destinations.js'
 import errorsPlugin from '../plugins/errors.js'
 import ingestBufferPlugin from '../plugins/ingest-buffer.js'
 import queuesPlugin from '../plugins/queues.js'
@@ -10,6 +12,8 @@ import sourcesPlugin from '../plugins/sources.js'
 import swaggerPlugin from '../plugins/swagger.js'
 import workersPlugin from '../plugins/workers.js'
 import type { Config } from './config.js'
+import { FacebookSettingsSchema } from './facebook/settings.js'
+import destinationRoutes, { DestinationSchema } from './routes/destinations.js'
 import healthRoutes from './routes/health.js'
 import ingestRoutes from './routes/ingest.js'
 import { SHARED_SCHEMAS } from './routes/schemas.js'
@@ -44,21 +48,23 @@ export async function buildApp ({ config, logger }: BuildOptions): Promise<Fasti
 
   await app.register(configPlugin, { config })
   await app.register(errorsPlugin)
-  for (const schema of SHARED_SCHEMAS) app.addSchema(schema)
+  for (const schema of [...SHARED_SCHEMAS, FacebookSettingsSchema, DestinationSchema]) app.addSchema(schema)
   await app.register(swaggerPlugin)
   await app.register(redisPlugin)
   await app.register(healthRoutes)
 
+  await app.register(queuesPlugin)
+  await app.register(sourcesPlugin)
+  await app.register(destinationsPlugin)
+  if (config.ROLE !== 'api') await app.register(workersPlugin)
+  await app.register(deliveryPlugin)
+
   if (config.ROLE !== 'worker') {
-    await app.register(queuesPlugin)
-    await app.register(sourcesPlugin)
     await app.register(ingestBufferPlugin)
     await app.register(authPlugin)
     await app.register(ingestRoutes)
     await app.register(sourceRoutes)
-  }
-  if (config.ROLE !== 'api') {
-    await app.register(workersPlugin)
+    await app.register(destinationRoutes)
   }
   return app
 }

@@ -40,7 +40,19 @@ export const ConfigSchema = Type.Object({
   DEDUP_MAX_IDS: Type.Integer({ default: 5_000_000, minimum: 1 }),
   WRITE_KEY_GRACE: Type.String({ default: 'PT24H' }),
   WRITE_KEY_CACHE_TTL_MS: Type.Integer({ default: 5000, minimum: 0 }),
-  SHUTDOWN_TIMEOUT_MS: Type.Integer({ default: 10000, minimum: 100 })
+  SHUTDOWN_TIMEOUT_MS: Type.Integer({ default: 10000, minimum: 100 }),
+  // Delivery to Meta: transient errors back off exponentially with jitter, from
+  // DELIVER_BACKOFF_MS up to DELIVER_MAX_BACKOFF_MS; the default attempts span about 4 hours
+  // (as Segment retries) before the conversions are dead-lettered.
+  DELIVER_CONCURRENCY: Type.Integer({ default: 8, minimum: 1 }),
+  DELIVER_ATTEMPTS: Type.Integer({ default: 25, minimum: 1 }),
+  DELIVER_BACKOFF_MS: Type.Integer({ default: 5000, minimum: 1 }),
+  DELIVER_MAX_BACKOFF_MS: Type.Integer({ default: 15 * 60_000, minimum: 1 }),
+  GRAPH_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 100 }),
+  // Conversions held for a token (Meta's code 190, a missing permission, none set) look again
+  // this often, and are released at once when a token is set; after HOLD_MAX they are dead-lettered.
+  HOLD_RECHECK_MS: Type.Integer({ default: 5 * 60_000, minimum: 10 }),
+  HOLD_MAX: Type.String({ default: 'P7D' })
 })
 
 type RawConfig = Static<typeof ConfigSchema>
@@ -48,6 +60,7 @@ type RawConfig = Static<typeof ConfigSchema>
 export interface Config extends RawConfig {
   dedupWindowMs: number
   writeKeyGraceMs: number
+  holdMaxMs: number
 }
 
 export class ConfigError extends Error {}
@@ -64,7 +77,9 @@ function durationMs (name: string, value: string): number {
 export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
   let raw: RawConfig
   try {
-    raw = envSchema<RawConfig>({ schema: ConfigSchema, data: env, dotenv: false })
+    // env-schema merges process.env under `data` unless told not to: a caller that passes its
+    // own variables (tests, tools) must not get the shell's ROLE or PORT as well.
+    raw = envSchema<RawConfig>({ schema: ConfigSchema, data: env, env: false, dotenv: false })
   } catch (err) {
     // env-schema says "env/PORT must be integer"; keep the variable's name up front.
     throw new ConfigError(`invalid configuration: ${(err as Error).message.replace(/env\//g, '')}`)
@@ -72,6 +87,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   return {
     ...raw,
     dedupWindowMs: durationMs('DEDUP_WINDOW', raw.DEDUP_WINDOW),
-    writeKeyGraceMs: durationMs('WRITE_KEY_GRACE', raw.WRITE_KEY_GRACE)
+    writeKeyGraceMs: durationMs('WRITE_KEY_GRACE', raw.WRITE_KEY_GRACE),
+    holdMaxMs: durationMs('HOLD_MAX', raw.HOLD_MAX)
   }
 }

@@ -146,17 +146,25 @@ const ingest: FastifyPluginAsync = async (app) => {
     return bytes > config.MAX_MESSAGE_BYTES ? bytes : undefined
   }
 
+  /** Counts one rejected single message; the answer does not wait for the count. */
+  function countRejected (sourceId: string): void {
+    app.ingestBuffer.submit(sourceId, [], 1).catch(() => {})
+  }
+
   async function single (request: FastifyRequest, reply: FastifyReply, pathType: MessageType) {
     const body = request.body
     if (!isPlainObject(body)) throw new IngestHttpError(400, 'the body must be a JSON object (one message)')
     const sourceId = await sourceFor(request, body, [])
     limit(sourceId, 1)
     const bytes = tooLarge(body, request.bodyBytes ?? 0)
-    if (bytes !== undefined) throw new IngestHttpError(413, `message is ${bytes} bytes; the limit is ${config.MAX_MESSAGE_BYTES} bytes a message`)
+    if (bytes !== undefined) {
+      // Counted as rejected, like an oversized message inside a batch.
+      countRejected(sourceId)
+      throw new IngestHttpError(413, `message is ${bytes} bytes; the limit is ${config.MAX_MESSAGE_BYTES} bytes a message`)
+    }
     const prepared = prepareMessage(body, { receivedAt: DateTime.utc(), pathType })
     if (!prepared.ok) {
-      // Counted as rejected; the answer does not wait for the count.
-      app.ingestBuffer.submit(sourceId, [], 1).catch(() => {})
+      countRejected(sourceId)
       throw new IngestHttpError(400, prepared.error)
     }
     await app.ingestBuffer.submit(sourceId, [prepared.message], 0)

@@ -49,10 +49,11 @@ const sources: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.delete('/v1/sources/:sourceId', {
-    schema: { tags: ['sources'], summary: 'Delete a source; its write key stops working', security, params: SourceParams, response: { 204: Type.Null(), 404: ref(AdminError), ...ADMIN_ERRORS } }
+    schema: { tags: ['sources'], summary: 'Delete a source and its destinations; its write key stops working', security, params: SourceParams, response: { 204: Type.Null(), 404: ref(AdminError), ...ADMIN_ERRORS } }
   }, async (request, reply) => {
     const removed = await app.sources.remove(request.params.sourceId)
     if (!removed) return reply.code(404).send(notFound(request.params.sourceId))
+    await app.destinations.removeAllForSource(request.params.sourceId)
     return reply.code(204).send(null)
   })
 

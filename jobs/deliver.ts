@@ -1,0 +1,174 @@
+import { createHmac, randomBytes } from 'node:crypto'
+import { DelayedError, type Job, type Queue } from 'bullmq'
+import type { DeadLetter, DestinationStore, StoredDestination } from '../plugins/destinations.js'
+import { classifyGraphResponse, networkFailure, type GraphError, type GraphOutcome } from '../src/facebook/graph-response.js'
+import { graphVersion } from '../src/facebook/settings.js'
+import { checkEventTime, type InvalidReason } from '../src/facebook/transform.js'
+import type { DeliverJobData, QueuedConversion } from './queues.js'
+
+export interface DeliverDependencies {
+  destinations: DestinationStore
+  deliverQueue: Queue<DeliverJobData>
+  graphUrl: string
+  appSecret?: string
+  timeoutMs: number
+  /** How often a job held for a token looks again (it is also released when a token is set). */
+  holdRecheckMs: number
+  /** How long conversions may wait for a token before they are dead-lettered (7 days). */
+  holdMaxMs: number
+  now?: () => number
+  log: { warn: (obj: object, msg: string) => void, info: (obj: object, msg: string) => void }
+}
+
+interface Logger { warn: (obj: object, msg: string) => void, info: (obj: object, msg: string) => void }
+
+export type DeliverResult =
+  | { delivered: number, expired?: number }
+  | { split: number }
+  | { deadLettered: number }
+  | { dropped: string }
+
+/** POSTs one request: `data`, `upload_tag`, `access_token` in the body (never the URL). */
+async function postConversions (deps: DeliverDependencies, destination: StoredDestination, datasetId: string, token: string, conversions: QueuedConversion[]): Promise<GraphOutcome> {
+  const body: Record<string, unknown> = {
+    data: conversions.map((c) => c.payload),
+    upload_tag: destination.settings.uploadTag,
+    access_token: token
+  }
+  if (destination.settings.testEventCode !== undefined) body.test_event_code = destination.settings.testEventCode
+  // With an app secret, Graph calls carry appsecret_proof (apps can make it mandatory).
+  if (deps.appSecret !== undefined) body.appsecret_proof = createHmac('sha256', deps.appSecret).update(token).digest('hex')
+  const url = `${deps.graphUrl.replace(/\/$/, '')}/${graphVersion(destination.settings)}/${datasetId}/events`
+  let response: Response
+  let payload: unknown
+  try {
+    response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(deps.timeoutMs)
+    })
+    payload = await response.json().catch(() => undefined)
+  } catch (err) {
+    return networkFailure(err as Error)
+  }
+  return classifyGraphResponse(response.status, payload, response.headers)
+}
+
+function deadLetters (datasetId: string, conversions: QueuedConversion[], error: GraphError): DeadLetter[] {
+  const failedAt = new Date().toISOString()
+  return conversions.map((c) => ({
+    id: `dl_${randomBytes(8).toString('hex')}`,
+    failedAt,
+    datasetId,
+    eventName: c.eventName,
+    eventId: c.eventId,
+    error,
+    payload: c.payload
+  }))
+}
+
+/**
+ * The deliver worker: one job is one request to Meta for one destination and dataset.
+ * Errors follow spec/facebook.md's table. A pause (rate limit) or a hold (no valid token) moves
+ * the job back to delayed without using an attempt, for this destination only — BullMQ's
+ * `worker.rateLimit()` would stop the whole queue and so every other destination.
+ */
+export function createDeliverProcessor (deps: DeliverDependencies) {
+  const now = deps.now ?? Date.now
+  const log: Logger = deps.log
+
+  async function postpone (job: Job<DeliverJobData>, token: string | undefined, until: number): Promise<never> {
+    await job.moveToDelayed(until, token)
+    throw new DelayedError()
+  }
+
+  return async function deliver (job: Job<DeliverJobData>, lockToken?: string): Promise<DeliverResult> {
+    const { destinationId, datasetId } = job.data
+    const destination = await deps.destinations.get(destinationId)
+    // A deleted destination takes its counters with it: nothing is left to count against.
+    if (destination === undefined) return { dropped: 'destination deleted' }
+    const store = deps.destinations
+    const at = now()
+
+    // Events can age out while held back: Meta refuses them after 62 days (checked at every send).
+    const expired = new Map<InvalidReason, number>()
+    const conversions = job.data.conversions.filter((c) => {
+      const reason = checkEventTime(c.eventTime, at)
+      if (reason === undefined) return true
+      expired.set(reason, (expired.get(reason) ?? 0) + 1)
+      return false
+    })
+    if (expired.size > 0) {
+      await store.count(new Map([[destinationId, { invalid: Object.fromEntries(expired) }]]))
+      if (conversions.length === 0) return { delivered: 0, expired: job.data.conversions.length }
+      await job.updateData({ ...job.data, conversions })
+    }
+
+    const pausedUntil = await store.pausedUntil(destinationId)
+    if (pausedUntil !== undefined && pausedUntil > at) {
+      // Spread the wake-ups a little so a pause does not end in a burst.
+      return postpone(job, lockToken, pausedUntil + Math.floor(Math.random() * 1000))
+    }
+
+    const token = destination.authStatus === 'ok' ? await store.accessToken(destinationId) : undefined
+    if (token === undefined) {
+      if (at - job.timestamp > deps.holdMaxMs) {
+        const error: GraphError = { message: destination.authStatus === 'ok' ? 'no access token was set within 7 days' : `held for 7 days: ${destination.authMessage ?? destination.authStatus}` }
+        await store.addDeadLetters(destinationId, deadLetters(datasetId, conversions, error), error)
+        return { deadLettered: conversions.length }
+      }
+      await store.hold(destinationId, job.id!)
+      return postpone(job, lockToken, at + deps.holdRecheckMs)
+    }
+
+    const outcome = await postConversions(deps, destination, datasetId, token, conversions)
+    switch (outcome.kind) {
+      case 'delivered':
+        await store.count(new Map([[destinationId, { delivered: conversions.length }]]), { destinationId, lastSuccessAt: new Date(now()).toISOString() })
+        return { delivered: conversions.length, ...(expired.size > 0 ? { expired: job.data.conversions.length - conversions.length } : {}) }
+      case 'rate_limited': {
+        const until = now() + outcome.retryAfterMs
+        log.warn({ destinationId, error: outcome.error, pausedUntil: new Date(until).toISOString() }, 'rate limited by Meta: pausing this destination')
+        await store.pause(destinationId, until)
+        await store.count(new Map(), { destinationId, lastError: { ...outcome.error, at: new Date(now()).toISOString() } })
+        return postpone(job, lockToken, until + Math.floor(Math.random() * 1000))
+      }
+      case 'reauthorize':
+      case 'permission': {
+        const authStatus = outcome.kind === 'reauthorize' ? 'needs_reauthorization' : 'permission_denied'
+        log.warn({ destinationId, error: outcome.error }, `Meta refused the token: destination ${authStatus}, conversions held until a token is set`)
+        await store.update(destinationId, { authStatus, authMessage: outcome.error.message })
+        await store.count(new Map(), { destinationId, lastError: { ...outcome.error, at: new Date(now()).toISOString() } })
+        await store.hold(destinationId, job.id!)
+        return postpone(job, lockToken, now() + deps.holdRecheckMs)
+      }
+      case 'invalid_event': {
+        // Meta: one invalid event fails the whole request — split until the bad ones stand alone.
+        if (conversions.length === 1) {
+          await store.addDeadLetters(destinationId, deadLetters(datasetId, conversions, outcome.error), outcome.error)
+          return { deadLettered: 1 }
+        }
+        const half = Math.ceil(conversions.length / 2)
+        await deps.deliverQueue.addBulk([conversions.slice(0, half), conversions.slice(half)].map((part) => ({
+          name: 'conversions',
+          data: { destinationId, datasetId, conversions: part }
+        })))
+        return { split: 2 }
+      }
+      case 'permanent':
+        await store.addDeadLetters(destinationId, deadLetters(datasetId, conversions, outcome.error), outcome.error)
+        return { deadLettered: conversions.length }
+      case 'transient': {
+        const attempts = job.opts.attempts ?? 1
+        if (job.attemptsMade + 1 >= attempts) {
+          // Out of attempts (hours of backoff): dead-letter, from where they can be replayed.
+          await store.addDeadLetters(destinationId, deadLetters(datasetId, conversions, outcome.error), outcome.error)
+          return { deadLettered: conversions.length }
+        }
+        await store.count(new Map(), { destinationId, lastError: { ...outcome.error, at: new Date(now()).toISOString() } })
+        throw new Error(outcome.error.message)
+      }
+    }
+  }
+}

@@ -1,0 +1,82 @@
+import type { Queue } from 'bullmq'
+import type { DestinationStore, StatsDelta } from '../plugins/destinations.js'
+import { DESTINATION_NAME, DESTINATION_TYPE } from '../src/facebook/settings.js'
+import { transformTrack, type InvalidReason, type TransformOptions } from '../src/facebook/transform.js'
+import { isDestinationEnabled } from '../src/segment/integrations.js'
+import type { SegmentMessage } from '../src/segment/types.js'
+import type { IngestStage } from './ingest.js'
+import type { DeliverJobData, QueuedConversion } from './queues.js'
+
+/** Meta's limits on events per request: Conversions API 1,000; the legacy API 2,000. */
+export const MAX_EVENTS = { 'conversions-api': 1000, 'offline-conversions': 2000 } as const
+
+export interface RouteDependencies {
+  destinations: DestinationStore
+  deliverQueue: Queue<DeliverJobData>
+  now?: () => number
+  /** Extra transform inputs for a user (profile match keys, audience properties): step 3. */
+  enrich?: (sourceId: string, message: SegmentMessage) => Promise<Pick<TransformOptions, 'profileKeys' | 'audienceProperties'>>
+}
+
+/**
+ * The ingest stage that routes messages to the source's enabled destinations: each track becomes
+ * conversions (one per matching map), grouped per destination and dataset into deliver jobs of at
+ * most one request each. Everything routed is counted: received, and then filtered (unmapped,
+ * not a track, or turned off by `integrations`), invalid (with the reason) or queued.
+ */
+export function createRouteStage (deps: RouteDependencies): IngestStage {
+  const now = deps.now ?? Date.now
+  return async function route (sourceId, messages) {
+    const destinations = (await deps.destinations.forSource(sourceId)).filter((d) => d.enabled && d.type === DESTINATION_TYPE)
+    if (destinations.length === 0) return
+    const deltas = new Map<string, StatsDelta>()
+    const jobs: Array<{ name: string, data: DeliverJobData }> = []
+    const at = now()
+    const enrichment = new Map<SegmentMessage, Awaited<ReturnType<NonNullable<RouteDependencies['enrich']>>>>()
+
+    for (const destination of destinations) {
+      const delta = { received: 0, filtered: 0, invalid: {} as Partial<Record<InvalidReason, number>> }
+      deltas.set(destination.id, delta)
+      const byDataset = new Map<string, QueuedConversion[]>()
+      for (const message of messages) {
+        if (message.type !== 'track' || !isDestinationEnabled(message.integrations, DESTINATION_NAME)) {
+          delta.received++
+          delta.filtered++
+          continue
+        }
+        let extra = enrichment.get(message)
+        if (extra === undefined && deps.enrich !== undefined) {
+          extra = await deps.enrich(sourceId, message)
+          enrichment.set(message, extra)
+        }
+        const results = transformTrack(message, destination.settings, { now: at, ...extra })
+        if (results.length === 0) {
+          delta.received++
+          delta.filtered++
+          continue
+        }
+        for (const result of results) {
+          delta.received++
+          if (result.kind === 'invalid') {
+            delta.invalid[result.reason] = (delta.invalid[result.reason] ?? 0) + 1
+            continue
+          }
+          const { datasetId, eventId, eventName, eventTime, payload } = result.conversion
+          let list = byDataset.get(datasetId)
+          if (list === undefined) byDataset.set(datasetId, (list = []))
+          list.push({ eventId, eventName, eventTime, payload })
+        }
+      }
+      const max = MAX_EVENTS[destination.settings.apiFormat]
+      for (const [datasetId, conversions] of byDataset) {
+        for (let i = 0; i < conversions.length; i += max) {
+          jobs.push({ name: 'conversions', data: { destinationId: destination.id, datasetId, conversions: conversions.slice(i, i + max) } })
+        }
+      }
+    }
+    // Queue first, count second: a crash in between re-runs the ingest job, which may send a
+    // conversion twice (Meta de-duplicates by event_id) but never loses one.
+    if (jobs.length > 0) await deps.deliverQueue.addBulk(jobs)
+    await deps.destinations.count(deltas)
+  }
+}

@@ -1,0 +1,87 @@
+import { Queue, Worker } from 'bullmq'
+import fp from 'fastify-plugin'
+import { Redis } from 'ioredis'
+import { createDeliverProcessor } from '../jobs/deliver.js'
+import { DELIVER_QUEUE, type DeliverJobData } from '../jobs/queues.js'
+import { createRouteStage } from '../jobs/route.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    deliverQueue: Queue<DeliverJobData>
+    /** Stores a token, marks the destination authorised again and releases its held conversions. */
+    connectDestinationToken: (destinationId: string, token: string) => Promise<void>
+  }
+}
+
+/**
+ * The deliver queue (every role: the admin API re-queues dead letters and releases held jobs) and,
+ * in worker roles, the deliver worker and the ingest stage that routes messages to destinations.
+ */
+export default fp(async (app) => {
+  const config = app.config
+  const deliverQueue = new Queue<DeliverJobData>(DELIVER_QUEUE, {
+    connection: app.redis,
+    prefix: app.keys.queuePrefix,
+    defaultJobOptions: {
+      attempts: config.DELIVER_ATTEMPTS,
+      backoff: { type: 'jitter' },
+      removeOnComplete: true,
+      // Failures are dead-lettered by the processor itself; a job that still fails (a bug, Redis
+      // trouble) is kept a week for inspection.
+      removeOnFail: { age: 7 * 24 * 3600, count: 10_000 }
+    }
+  })
+  deliverQueue.on('error', (err) => app.log.warn({ err }, 'deliver queue error'))
+  app.decorate('deliverQueue', deliverQueue)
+  app.decorate('connectDestinationToken', async (destinationId: string, token: string) => {
+    await app.destinations.setAccessToken(destinationId, token)
+    await app.destinations.update(destinationId, { authStatus: 'ok' })
+    for (const jobId of await app.destinations.takeHeld(destinationId)) {
+      const job = await deliverQueue.getJob(jobId)
+      // Promote may race the job's own wake-up; either way it runs once more.
+      if (job !== undefined && await job.isDelayed()) await job.promote().catch(() => {})
+    }
+  })
+
+  let worker: Worker<DeliverJobData> | undefined
+  let connection: Redis | undefined
+  if (config.ROLE !== 'api') {
+    app.workers.ingestStages.push(createRouteStage({ destinations: app.destinations, deliverQueue }))
+    connection = new Redis(config.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
+    connection.on('error', () => {})
+    worker = new Worker<DeliverJobData>(DELIVER_QUEUE, createDeliverProcessor({
+      destinations: app.destinations,
+      deliverQueue,
+      graphUrl: config.FACEBOOK_GRAPH_URL,
+      appSecret: config.FACEBOOK_APP_SECRET,
+      timeoutMs: config.GRAPH_TIMEOUT_MS,
+      holdRecheckMs: config.HOLD_RECHECK_MS,
+      holdMaxMs: config.holdMaxMs,
+      log: app.log
+    }), {
+      connection,
+      prefix: app.keys.queuePrefix,
+      concurrency: config.DELIVER_CONCURRENCY,
+      autorun: false,
+      settings: {
+        // Exponential backoff with full jitter, capped: retries spread out instead of arriving together.
+        backoffStrategy: (attemptsMade: number) => {
+          const ceiling = Math.min(config.DELIVER_MAX_BACKOFF_MS, config.DELIVER_BACKOFF_MS * 2 ** Math.max(0, attemptsMade - 1))
+          return Math.round(ceiling / 2 + Math.random() * ceiling / 2)
+        }
+      }
+    })
+    worker.on('error', (err) => app.log.warn({ err }, 'deliver worker error'))
+    worker.on('failed', (job, err) => {
+      if (job !== undefined && job.attemptsMade < (job.opts.attempts ?? 1)) app.log.info({ jobId: job.id, attempt: job.attemptsMade, err: err.message }, 'delivery will be retried')
+      else app.log.error({ err, jobId: job?.id }, 'deliver job failed')
+    })
+    app.addHook('onReady', async () => { worker!.run().catch((err) => app.log.error({ err }, 'deliver worker stopped')) })
+  }
+
+  app.addHook('onClose', async () => {
+    await worker?.close()
+    await connection?.quit().catch(() => connection?.disconnect())
+    await deliverQueue.close()
+  })
+}, { name: 'delivery', dependencies: ['destinations', 'redis'] })

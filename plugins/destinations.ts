@@ -1,0 +1,287 @@
+import { randomBytes } from 'node:crypto'
+import fp from 'fastify-plugin'
+import type { Redis } from 'ioredis'
+import { decryptSecret, encryptSecret } from '../src/crypto.js'
+import type { GraphError } from '../src/facebook/graph-response.js'
+import type { FacebookSettings } from '../src/facebook/settings.js'
+import type { InvalidReason } from '../src/facebook/transform.js'
+import type { RedisKeys } from '../src/keys.js'
+
+export type AuthStatus = 'ok' | 'needs_reauthorization' | 'permission_denied'
+export type DestinationStatus = 'active' | 'disabled' | 'needs_reauthorization' | 'permission_denied'
+
+export interface StoredDestination {
+  id: string
+  sourceId: string
+  type: string
+  name: string
+  enabled: boolean
+  settings: FacebookSettings
+  authStatus: AuthStatus
+  authMessage?: string
+  createdAt: string
+  updatedAt: string
+}
+
+export interface Destination extends Omit<StoredDestination, 'authStatus' | 'authMessage'> {
+  status: DestinationStatus
+  statusMessage?: string
+  /** An access token is stored (it is never returned). */
+  connected: boolean
+  pausedUntil?: string
+}
+
+export interface DestinationStats {
+  received: number
+  filtered: number
+  invalid: { total: number, byReason: Record<string, number> }
+  delivered: number
+  retrying: number
+  deadLettered: number
+  lastError: (GraphError & { at: string }) | null
+  lastSuccessAt: string | null
+}
+
+/** A conversion that could not be delivered, kept for inspection and replay. */
+export interface DeadLetter {
+  id: string
+  failedAt: string
+  datasetId: string
+  eventName: string
+  eventId: string
+  error: GraphError
+  payload: Record<string, unknown>
+}
+
+/** Counter increments of one destination, added up before one round trip. */
+export interface StatsDelta {
+  received?: number
+  filtered?: number
+  delivered?: number
+  deadLettered?: number
+  invalid?: Partial<Record<InvalidReason, number>>
+}
+
+// Dead letters kept per destination (newest first); older ones are trimmed, still counted.
+export const MAX_DEAD_LETTERS = 100_000
+
+export function destinationStatus (stored: StoredDestination): DestinationStatus {
+  if (!stored.enabled) return 'disabled'
+  return stored.authStatus === 'ok' ? 'active' : stored.authStatus
+}
+
+/**
+ * Destinations, their encrypted access tokens, counters, pauses and dead letters. Lookups by
+ * source are cached in memory for a moment: the ingest worker routes every message through them.
+ */
+export class DestinationStore {
+  private readonly bySourceCache = new Map<string, { destinations: StoredDestination[], expires: number }>()
+
+  constructor (
+    private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+    private readonly secret: string,
+    private readonly cacheTtlMs = 2000
+  ) {}
+
+  async create (input: { sourceId: string, type: string, name: string, enabled: boolean, settings: FacebookSettings }): Promise<StoredDestination> {
+    const now = new Date().toISOString()
+    const destination: StoredDestination = { id: `dst_${randomBytes(8).toString('hex')}`, ...input, authStatus: 'ok', createdAt: now, updatedAt: now }
+    await this.redis.multi()
+      .hset(this.keys.destinations, destination.id, JSON.stringify(destination))
+      .sadd(this.keys.sourceDestinations(input.sourceId), destination.id)
+      .exec()
+    this.bySourceCache.delete(input.sourceId)
+    return destination
+  }
+
+  async get (id: string): Promise<StoredDestination | undefined> {
+    const json = await this.redis.hget(this.keys.destinations, id)
+    return json === null ? undefined : JSON.parse(json)
+  }
+
+  async update (id: string, changes: Partial<Pick<StoredDestination, 'name' | 'enabled' | 'settings' | 'authStatus' | 'authMessage'>>): Promise<StoredDestination | undefined> {
+    const current = await this.get(id)
+    if (current === undefined) return undefined
+    const updated: StoredDestination = { ...current, ...changes, updatedAt: new Date().toISOString() }
+    if (updated.authStatus === 'ok') delete updated.authMessage
+    await this.redis.hset(this.keys.destinations, id, JSON.stringify(updated))
+    this.bySourceCache.delete(current.sourceId)
+    return updated
+  }
+
+  async remove (id: string): Promise<boolean> {
+    const current = await this.get(id)
+    if (current === undefined) return false
+    await this.redis.multi()
+      .hdel(this.keys.destinations, id)
+      .srem(this.keys.sourceDestinations(current.sourceId), id)
+      .del(this.keys.accessToken(id), this.keys.pausedUntil(id))
+      .exec()
+    await this.redis.del(this.keys.destinationStats(id), this.keys.deadLetters(id), this.keys.heldJobs(id))
+    this.bySourceCache.delete(current.sourceId)
+    return true
+  }
+
+  async listForSource (sourceId: string): Promise<StoredDestination[]> {
+    const ids = await this.redis.smembers(this.keys.sourceDestinations(sourceId))
+    if (ids.length === 0) return []
+    const values = await this.redis.hmget(this.keys.destinations, ...ids)
+    return values.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as StoredDestination)
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+  }
+
+  /** The source's destinations, from a short-lived cache (the ingest worker's hot path). */
+  async forSource (sourceId: string, now = Date.now()): Promise<StoredDestination[]> {
+    const cached = this.bySourceCache.get(sourceId)
+    if (cached !== undefined && cached.expires > now) return cached.destinations
+    const destinations = await this.listForSource(sourceId)
+    if (this.bySourceCache.size > 10_000) this.bySourceCache.clear()
+    this.bySourceCache.set(sourceId, { destinations, expires: now + this.cacheTtlMs })
+    return destinations
+  }
+
+  async removeAllForSource (sourceId: string): Promise<void> {
+    for (const destination of await this.listForSource(sourceId)) await this.remove(destination.id)
+    await this.redis.del(this.keys.sourceDestinations(sourceId))
+  }
+
+  async setAccessToken (id: string, token: string): Promise<void> {
+    await this.redis.set(this.keys.accessToken(id), encryptSecret(token, this.secret))
+  }
+
+  async removeAccessToken (id: string): Promise<void> {
+    await this.redis.del(this.keys.accessToken(id))
+  }
+
+  async accessToken (id: string): Promise<string | undefined> {
+    const stored = await this.redis.get(this.keys.accessToken(id))
+    return stored === null ? undefined : decryptSecret(stored, this.secret)
+  }
+
+  async hasAccessToken (id: string): Promise<boolean> {
+    return (await this.redis.exists(this.keys.accessToken(id))) === 1
+  }
+
+  /** Rate limited: nothing goes to this destination before `until` (ms). */
+  async pause (id: string, until: number): Promise<void> {
+    await this.redis.set(this.keys.pausedUntil(id), String(until), 'PX', Math.max(1, until - Date.now()))
+  }
+
+  async pausedUntil (id: string): Promise<number | undefined> {
+    const value = await this.redis.get(this.keys.pausedUntil(id))
+    return value === null ? undefined : Number(value)
+  }
+
+  /** Deliver jobs held back for a token (190, permission errors, none set), released on reconnect. */
+  async hold (id: string, jobId: string): Promise<void> {
+    await this.redis.sadd(this.keys.heldJobs(id), jobId)
+  }
+
+  async takeHeld (id: string): Promise<string[]> {
+    const key = this.keys.heldJobs(id)
+    const [[, members]] = (await this.redis.multi().smembers(key).del(key).exec()) as [[Error | null, string[]], unknown]
+    return members
+  }
+
+  /** Adds up counters of several destinations in one round trip. */
+  async count (deltas: Map<string, StatsDelta>, extra?: { lastSuccessAt?: string, lastError?: GraphError & { at: string }, destinationId?: string }): Promise<void> {
+    const pipeline = this.redis.pipeline()
+    for (const [id, delta] of deltas) {
+      const key = this.keys.destinationStats(id)
+      for (const field of ['received', 'filtered', 'delivered', 'deadLettered'] as const) {
+        const n = delta[field]
+        if (n !== undefined && n !== 0) pipeline.hincrby(key, field, n)
+      }
+      for (const [reason, n] of Object.entries(delta.invalid ?? {})) {
+        if (n === undefined || n === 0) continue
+        pipeline.hincrby(key, 'invalid', n)
+        pipeline.hincrby(key, `invalid:${reason}`, n)
+      }
+    }
+    if (extra?.destinationId !== undefined) {
+      const key = this.keys.destinationStats(extra.destinationId)
+      if (extra.lastSuccessAt !== undefined) pipeline.hset(key, 'lastSuccessAt', extra.lastSuccessAt)
+      if (extra.lastError !== undefined) pipeline.hset(key, 'lastError', JSON.stringify(extra.lastError))
+    }
+    await pipeline.exec()
+  }
+
+  async stats (id: string): Promise<DestinationStats> {
+    const raw = await this.redis.hgetall(this.keys.destinationStats(id))
+    const n = (field: string) => Number(raw[field] ?? 0)
+    const byReason: Record<string, number> = {}
+    for (const [field, value] of Object.entries(raw)) {
+      if (field.startsWith('invalid:')) byReason[field.slice('invalid:'.length)] = Number(value)
+    }
+    const received = n('received')
+    const settled = n('filtered') + n('invalid') + n('delivered') + n('deadLettered')
+    return {
+      received,
+      filtered: n('filtered'),
+      invalid: { total: n('invalid'), byReason },
+      delivered: n('delivered'),
+      // Everything received and not yet settled: queued, in flight, backing off, or held for a
+      // rate limit or a token. Derived, so received = filtered + invalid + delivered +
+      // deadLettered + retrying always holds.
+      retrying: Math.max(0, received - settled),
+      deadLettered: n('deadLettered'),
+      lastError: raw.lastError === undefined ? null : JSON.parse(raw.lastError),
+      lastSuccessAt: raw.lastSuccessAt ?? null
+    }
+  }
+
+  async addDeadLetters (id: string, letters: DeadLetter[], lastError: GraphError): Promise<void> {
+    if (letters.length === 0) return
+    const key = this.keys.deadLetters(id)
+    await this.redis.pipeline()
+      .lpush(key, ...letters.map((l) => JSON.stringify(l)))
+      .ltrim(key, 0, MAX_DEAD_LETTERS - 1)
+      .hincrby(this.keys.destinationStats(id), 'deadLettered', letters.length)
+      .hset(this.keys.destinationStats(id), 'lastError', JSON.stringify({ ...lastError, at: new Date().toISOString() }))
+      .exec()
+  }
+
+  async deadLetters (id: string, offset: number, limit: number): Promise<{ letters: DeadLetter[], total: number }> {
+    const key = this.keys.deadLetters(id)
+    const [[, items], [, total]] = (await this.redis.multi().lrange(key, offset, offset + limit - 1).llen(key).exec()) as [[null, string[]], [null, number]]
+    return { letters: items.map((item) => JSON.parse(item)), total }
+  }
+
+  /** Takes dead letters out for a replay (all, or those with the given ids); they count as retrying again. */
+  async takeDeadLetters (id: string, ids?: string[]): Promise<DeadLetter[]> {
+    const key = this.keys.deadLetters(id)
+    const all = (await this.redis.lrange(key, 0, -1)).map((item) => JSON.parse(item) as DeadLetter)
+    const wanted = ids === undefined ? all : all.filter((l) => ids.includes(l.id))
+    if (wanted.length === 0) return []
+    const pipeline = this.redis.multi()
+    if (ids === undefined) pipeline.del(key)
+    else for (const letter of wanted) pipeline.lrem(key, 1, JSON.stringify(letter))
+    pipeline.hincrby(this.keys.destinationStats(id), 'deadLettered', -wanted.length)
+    await pipeline.exec()
+    return wanted
+  }
+
+  async toPublic (stored: StoredDestination): Promise<Destination> {
+    const [connected, paused] = await Promise.all([this.hasAccessToken(stored.id), this.pausedUntil(stored.id)])
+    const { authStatus, authMessage, ...rest } = stored
+    return {
+      ...rest,
+      status: destinationStatus(stored),
+      ...(authMessage === undefined ? {} : { statusMessage: authMessage }),
+      connected,
+      ...(paused !== undefined && paused > Date.now() ? { pausedUntil: new Date(paused).toISOString() } : {})
+    }
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    destinations: DestinationStore
+  }
+}
+
+export default fp(async (app) => {
+  if (app.config.SECRET_KEY === undefined) throw new Error('SECRET_KEY is required to store access tokens')
+  app.decorate('destinations', new DestinationStore(app.redis, app.keys, app.config.SECRET_KEY))
+}, { name: 'destinations', dependencies: ['redis'] })

@@ -1,0 +1,228 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import type { StoredDestination } from '../../plugins/destinations.js'
+import { MAX_EVENTS } from '../../jobs/route.js'
+import { DESTINATION_TYPE, FacebookSettingsSchema, parseFacebookSettings } from '../facebook/settings.js'
+import { ADMIN_ERRORS, AdminError, ref } from './schemas.js'
+
+const DestinationParams = Type.Object({ destinationId: Type.String({ description: 'Destination id (dst_…)' }) })
+const SourceParams = Type.Object({ sourceId: Type.String() })
+
+export const DestinationSchema = Type.Object({
+  id: Type.String(),
+  sourceId: Type.String(),
+  type: Type.String({ enum: [DESTINATION_TYPE] }),
+  name: Type.String(),
+  enabled: Type.Boolean(),
+  status: Type.String({ enum: ['active', 'disabled', 'needs_reauthorization', 'permission_denied'], description: 'needs_reauthorization after Meta\'s code 190; permission_denied after codes 10, 200–299. Conversions are held until a token is set.' }),
+  statusMessage: Type.Optional(Type.String({ description: 'Meta\'s message for the status' })),
+  connected: Type.Boolean({ description: 'An access token is stored (tokens are never returned)' }),
+  pausedUntil: Type.Optional(Type.String({ format: 'date-time', description: 'Rate limited by Meta: nothing is sent before then' })),
+  settings: Type.Unsafe({ $ref: 'FacebookSettings#' }),
+  createdAt: Type.String({ format: 'date-time' }),
+  updatedAt: Type.String({ format: 'date-time' })
+}, { $id: 'Destination' })
+
+const Stats = Type.Object({
+  received: Type.Integer({ description: 'Conversions routed here (a track in two maps is two; a message that yields none is one)' }),
+  filtered: Type.Integer({ description: 'Unmapped events, other calls, messages whose integrations turn this destination off' }),
+  invalid: Type.Object({ total: Type.Integer(), byReason: Type.Record(Type.String(), Type.Integer()) }, { description: 'Refused locally, never sent' }),
+  delivered: Type.Integer(),
+  retrying: Type.Integer({ description: 'Not settled yet: queued, backing off, or held for a rate limit or a token' }),
+  deadLettered: Type.Integer({ description: 'Failed for good; see /failures' }),
+  lastError: Type.Union([Type.Object({ message: Type.String(), code: Type.Optional(Type.Integer()), subcode: Type.Optional(Type.Integer()), status: Type.Optional(Type.Integer()), fbtraceId: Type.Optional(Type.String()), at: Type.String({ format: 'date-time' }) }), Type.Null()]),
+  lastSuccessAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
+}, { description: 'received = filtered + invalid.total + delivered + deadLettered + retrying' })
+
+const Failure = Type.Object({
+  id: Type.String(),
+  failedAt: Type.String({ format: 'date-time' }),
+  datasetId: Type.String(),
+  eventName: Type.String(),
+  eventId: Type.String(),
+  error: Type.Object({ message: Type.String(), code: Type.Optional(Type.Integer()), subcode: Type.Optional(Type.Integer()), status: Type.Optional(Type.Integer()), fbtraceId: Type.Optional(Type.String()) })
+})
+
+/** Admin API for destinations (Facebook Offline Conversions). */
+const destinations: FastifyPluginAsyncTypebox = async (app) => {
+  app.addHook('preHandler', app.requireAdmin)
+  const security = [{ adminToken: [] }]
+  const store = app.destinations
+  const notFound = (id: string) => ({ statusCode: 404, error: 'Not Found', message: `destination ${id} does not exist` })
+  const badRequest = (message: string) => ({ statusCode: 400, error: 'Bad Request', message })
+
+  async function load (id: string): Promise<StoredDestination | undefined> {
+    return store.get(id)
+  }
+
+  app.post('/v1/sources/:sourceId/destinations', {
+    schema: {
+      tags: ['destinations'],
+      summary: 'Connect a destination to a source',
+      security,
+      params: SourceParams,
+      body: Type.Object({
+        type: Type.String({ enum: [DESTINATION_TYPE] }),
+        name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+        enabled: Type.Optional(Type.Boolean()),
+        settings: Type.Optional(Type.Unsafe<Record<string, unknown>>({ ...FacebookSettingsSchema, $id: undefined, description: 'See the FacebookSettings schema' }))
+      }, { additionalProperties: false }),
+      response: { 201: ref(DestinationSchema), 404: ref(AdminError), ...ADMIN_ERRORS }
+    },
+    // Documented here, validated in the handler: parseFacebookSettings names the field and the rule.
+    validatorCompiler: () => () => true
+  }, async (request, reply) => {
+    const body = request.body as { type?: unknown, name?: unknown, enabled?: unknown, settings?: unknown }
+    if (body === null || typeof body !== 'object') return reply.code(400).send(badRequest('body must be an object'))
+    if (body.type !== DESTINATION_TYPE) return reply.code(400).send(badRequest(`type must be "${DESTINATION_TYPE}"`))
+    if (body.name !== undefined && (typeof body.name !== 'string' || body.name === '')) return reply.code(400).send(badRequest('name must be a non-empty string'))
+    if (body.enabled !== undefined && typeof body.enabled !== 'boolean') return reply.code(400).send(badRequest('enabled must be a boolean'))
+    if (await app.sources.get(request.params.sourceId) === undefined) {
+      return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `source ${request.params.sourceId} does not exist` })
+    }
+    const parsed = parseFacebookSettings(body.settings ?? {})
+    if ('error' in parsed) return reply.code(400).send(badRequest(parsed.error))
+    const destination = await store.create({
+      sourceId: request.params.sourceId,
+      type: DESTINATION_TYPE,
+      name: (body.name as string | undefined) ?? 'Facebook Offline Conversions',
+      enabled: (body.enabled as boolean | undefined) ?? true,
+      settings: parsed.settings
+    })
+    return reply.code(201).send(await store.toPublic(destination))
+  })
+
+  app.get('/v1/sources/:sourceId/destinations', {
+    schema: { tags: ['destinations'], summary: 'The source\'s destinations', security, params: SourceParams, response: { 200: Type.Object({ destinations: Type.Array(ref(DestinationSchema)) }), ...ADMIN_ERRORS } }
+  }, async (request) => ({
+    destinations: await Promise.all((await store.listForSource(request.params.sourceId)).map((d) => store.toPublic(d)))
+  }))
+
+  app.get('/v1/destinations/:destinationId', {
+    schema: { tags: ['destinations'], summary: 'One destination, with its status', security, params: DestinationParams, response: { 200: ref(DestinationSchema), 404: ref(AdminError), ...ADMIN_ERRORS } }
+  }, async (request, reply) => {
+    const destination = await load(request.params.destinationId)
+    if (destination === undefined) return reply.code(404).send(notFound(request.params.destinationId))
+    return store.toPublic(destination)
+  })
+
+  app.patch('/v1/destinations/:destinationId', {
+    schema: {
+      tags: ['destinations'],
+      summary: 'Change the name, enabled, or settings (top-level keys given replace the current ones)',
+      security,
+      params: DestinationParams,
+      body: Type.Object({
+        name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+        enabled: Type.Optional(Type.Boolean()),
+        settings: Type.Optional(Type.Object({}, { additionalProperties: true }))
+      }, { additionalProperties: false }),
+      response: { 200: ref(DestinationSchema), 404: ref(AdminError), ...ADMIN_ERRORS }
+    }
+  }, async (request, reply) => {
+    const current = await load(request.params.destinationId)
+    if (current === undefined) return reply.code(404).send(notFound(request.params.destinationId))
+    const changes: Parameters<typeof store.update>[1] = {}
+    if (request.body.name !== undefined) changes.name = request.body.name
+    if (request.body.enabled !== undefined) changes.enabled = request.body.enabled
+    if (request.body.settings !== undefined) {
+      const parsed = parseFacebookSettings({ ...current.settings, ...request.body.settings })
+      if ('error' in parsed) return reply.code(400).send(badRequest(parsed.error))
+      changes.settings = parsed.settings
+    }
+    const updated = await store.update(current.id, changes)
+    return store.toPublic(updated!)
+  })
+
+  app.delete('/v1/destinations/:destinationId', {
+    schema: { tags: ['destinations'], summary: 'Delete a destination, its token, counters and dead letters', security, params: DestinationParams, response: { 204: Type.Null(), 404: ref(AdminError), ...ADMIN_ERRORS } }
+  }, async (request, reply) => {
+    if (!await store.remove(request.params.destinationId)) return reply.code(404).send(notFound(request.params.destinationId))
+    return reply.code(204).send(null)
+  })
+
+  app.put('/v1/destinations/:destinationId/access-token', {
+    schema: {
+      tags: ['destinations'],
+      summary: 'Store an access token (a system-user token, say); encrypted at rest, never returned. Held conversions are released.',
+      security,
+      params: DestinationParams,
+      body: Type.Object({ accessToken: Type.String({ minLength: 10, maxLength: 1000 }) }, { additionalProperties: false }),
+      response: { 204: Type.Null(), 404: ref(AdminError), ...ADMIN_ERRORS }
+    }
+  }, async (request, reply) => {
+    const destination = await load(request.params.destinationId)
+    if (destination === undefined) return reply.code(404).send(notFound(request.params.destinationId))
+    await app.connectDestinationToken(destination.id, request.body.accessToken)
+    return reply.code(204).send(null)
+  })
+
+  app.delete('/v1/destinations/:destinationId/access-token', {
+    schema: { tags: ['destinations'], summary: 'Disconnect: remove the token (conversions are held until a new one is set, at most HOLD_MAX)', security, params: DestinationParams, response: { 204: Type.Null(), 404: ref(AdminError), ...ADMIN_ERRORS } }
+  }, async (request, reply) => {
+    if (await load(request.params.destinationId) === undefined) return reply.code(404).send(notFound(request.params.destinationId))
+    await store.removeAccessToken(request.params.destinationId)
+    return reply.code(204).send(null)
+  })
+
+  app.get('/v1/destinations/:destinationId/stats', {
+    schema: { tags: ['destinations'], summary: 'What happened to the conversions routed here', security, params: DestinationParams, response: { 200: Stats, 404: ref(AdminError), ...ADMIN_ERRORS } }
+  }, async (request, reply) => {
+    if (await load(request.params.destinationId) === undefined) return reply.code(404).send(notFound(request.params.destinationId))
+    return store.stats(request.params.destinationId)
+  })
+
+  app.get('/v1/destinations/:destinationId/failures', {
+    schema: {
+      tags: ['destinations'],
+      summary: 'Dead letters, newest first (Meta\'s error for each)',
+      security,
+      params: DestinationParams,
+      querystring: Type.Object({ cursor: Type.Optional(Type.String({ pattern: '^[0-9]+$' })), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })) }),
+      response: { 200: Type.Object({ failures: Type.Array(Failure), total: Type.Integer(), nextCursor: Type.Union([Type.String(), Type.Null()]) }), 404: ref(AdminError), ...ADMIN_ERRORS }
+    }
+  }, async (request, reply) => {
+    if (await load(request.params.destinationId) === undefined) return reply.code(404).send(notFound(request.params.destinationId))
+    const offset = Number(request.query.cursor ?? 0)
+    const limit = request.query.limit ?? 100
+    const { letters, total } = await store.deadLetters(request.params.destinationId, offset, limit)
+    return {
+      failures: letters.map(({ payload, ...rest }) => rest),
+      total,
+      nextCursor: offset + letters.length < total ? String(offset + letters.length) : null
+    }
+  })
+
+  app.post('/v1/destinations/:destinationId/failures/retry', {
+    schema: {
+      tags: ['destinations'],
+      summary: 'Send dead letters again (all, or the given ids)',
+      security,
+      params: DestinationParams,
+      body: Type.Optional(Type.Object({ ids: Type.Optional(Type.Array(Type.String(), { maxItems: 10_000 })) }, { additionalProperties: false })),
+      response: { 200: Type.Object({ retried: Type.Integer() }), 404: ref(AdminError), ...ADMIN_ERRORS }
+    }
+  }, async (request, reply) => {
+    const destination = await load(request.params.destinationId)
+    if (destination === undefined) return reply.code(404).send(notFound(request.params.destinationId))
+    const letters = await store.takeDeadLetters(destination.id, request.body?.ids)
+    const byDataset = new Map<string, typeof letters>()
+    for (const letter of letters) {
+      let list = byDataset.get(letter.datasetId)
+      if (list === undefined) byDataset.set(letter.datasetId, (list = []))
+      list.push(letter)
+    }
+    const max = MAX_EVENTS[destination.settings.apiFormat]
+    const jobs = []
+    for (const [datasetId, list] of byDataset) {
+      for (let i = 0; i < list.length; i += max) {
+        const conversions = list.slice(i, i + max).map((l) => ({ eventId: l.eventId, eventName: l.eventName, eventTime: Number(l.payload.event_time), payload: l.payload }))
+        jobs.push({ name: 'conversions', data: { destinationId: destination.id, datasetId, conversions } })
+      }
+    }
+    if (jobs.length > 0) await app.deliverQueue.addBulk(jobs)
+    return { retried: letters.length }
+  })
+}
+
+export default destinations
