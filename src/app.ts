@@ -16,6 +16,7 @@ import { FacebookSettingsSchema } from './facebook/settings.js'
 import destinationRoutes, { DestinationSchema } from './routes/destinations.js'
 import healthRoutes from './routes/health.js'
 import ingestRoutes from './routes/ingest.js'
+import oauthRoutes from './routes/oauth.js'
 import { SHARED_SCHEMAS } from './routes/schemas.js'
 import sourceRoutes from './routes/sources.js'
 
@@ -65,6 +66,7 @@ export async function buildApp ({ config, logger }: BuildOptions): Promise<Fasti
     await app.register(ingestRoutes)
     await app.register(sourceRoutes)
     await app.register(destinationRoutes)
+    await app.register(oauthRoutes)
   }
   return app
 }

@@ -22,6 +22,8 @@ export const ConfigSchema = Type.Object({
   FACEBOOK_GRAPH_URL: Type.String({ default: 'https://graph.facebook.com', pattern: '^https?://' }),
   FACEBOOK_APP_ID: Type.Optional(Type.String()),
   FACEBOOK_APP_SECRET: Type.Optional(Type.String()),
+  // Where "Connect to Facebook" sends the browser (Meta's OAuth dialog).
+  FACEBOOK_OAUTH_DIALOG_URL: Type.String({ default: 'https://www.facebook.com/v21.0/dialog/oauth', pattern: '^https?://' }),
   METRICS_PUBLIC: Type.Boolean({ default: false }),
   // Ingestion limits (DESIGN.md): 32 KB a message, 2,500 a batch, 4 MB a request after gunzip.
   MAX_MESSAGE_BYTES: Type.Integer({ default: 32 * 1024, minimum: 1024 }),

@@ -1,0 +1,101 @@
+import { randomBytes } from 'node:crypto'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { DEFAULT_GRAPH_VERSION } from '../facebook/settings.js'
+import { ADMIN_ERRORS, AdminError, ref } from './schemas.js'
+
+// The seed: connecting asks for ads_management and public_profile; the person connecting must be
+// an admin of the Business Manager.
+const SCOPES = 'ads_management,public_profile'
+const STATE_TTL_SECONDS = 600
+const CALLBACK_PATH = '/oauth/facebook/callback'
+
+function page (title: string, text: string): string {
+  const escape = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
+  return `<!doctype html><html><head><meta charset="utf-8"><title>${escape(title)}</title></head>` +
+    `<body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 4em auto"><h1>${escape(title)}</h1><p>${escape(text)}</p></body></html>`
+}
+
+/**
+ * "Connect to Facebook": the admin starts the OAuth dialog for a destination; Meta sends the browser
+ * back to the callback with a code, which is exchanged for a token and then for a long-lived one,
+ * stored encrypted. The callback is public — the one-time `state` ties it to the destination.
+ */
+const oauth: FastifyPluginAsyncTypebox = async (app) => {
+  const config = app.config
+  const redirectUri = config.PUBLIC_URL === undefined ? undefined : `${config.PUBLIC_URL.replace(/\/$/, '')}${CALLBACK_PATH}`
+  const missing = [
+    config.FACEBOOK_APP_ID === undefined && 'FACEBOOK_APP_ID',
+    config.FACEBOOK_APP_SECRET === undefined && 'FACEBOOK_APP_SECRET',
+    config.PUBLIC_URL === undefined && 'PUBLIC_URL'
+  ].filter(Boolean)
+
+  app.get('/v1/destinations/:destinationId/oauth/start', {
+    preHandler: app.requireAdmin,
+    schema: {
+      tags: ['destinations'],
+      summary: 'Start "Connect to Facebook": 302 to Meta\'s OAuth dialog (needs FACEBOOK_APP_ID, FACEBOOK_APP_SECRET, PUBLIC_URL)',
+      security: [{ adminToken: [] }],
+      params: Type.Object({ destinationId: Type.String() }),
+      response: { 302: Type.Null({ description: 'Redirect to the dialog' }), 404: ref(AdminError), ...ADMIN_ERRORS }
+    }
+  }, async (request, reply) => {
+    if (missing.length > 0) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `OAuth is not configured: set ${missing.join(', ')}` })
+    const destination = await app.destinations.get(request.params.destinationId)
+    if (destination === undefined) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `destination ${request.params.destinationId} does not exist` })
+    const state = randomBytes(24).toString('base64url')
+    await app.redis.set(app.keys.oauthState(state), destination.id, 'EX', STATE_TTL_SECONDS)
+    const dialog = new URL(config.FACEBOOK_OAUTH_DIALOG_URL)
+    dialog.search = new URLSearchParams({ client_id: config.FACEBOOK_APP_ID!, redirect_uri: redirectUri!, state, scope: SCOPES, response_type: 'code' }).toString()
+    return reply.redirect(dialog.toString(), 302)
+  })
+
+  app.get(CALLBACK_PATH, {
+    // The query holds a one-time code: keep it out of the request log.
+    logLevel: 'warn',
+    schema: {
+      tags: ['destinations'],
+      summary: 'OAuth callback from Meta (public): stores a long-lived token for the destination',
+      querystring: Type.Object({
+        code: Type.Optional(Type.String()),
+        state: Type.Optional(Type.String()),
+        error: Type.Optional(Type.String()),
+        error_description: Type.Optional(Type.String())
+      }),
+      response: {
+        200: Type.String({ description: 'An HTML page saying the destination is connected' }),
+        400: Type.String({ description: 'An HTML page saying what went wrong' }),
+        502: Type.String({ description: 'An HTML page: Meta refused the exchange' })
+      }
+    }
+  }, async (request, reply) => {
+    reply.type('text/html; charset=utf-8')
+    const { code, state, error } = request.query
+    if (state === undefined) return reply.code(400).send(page('Not connected', 'The link has no state; start again from the destination.'))
+    const destinationId = await app.redis.getdel(app.keys.oauthState(state))
+    if (destinationId === null) return reply.code(400).send(page('Not connected', 'This link has expired or was already used; start again from the destination.'))
+    if (error !== undefined || code === undefined) {
+      return reply.code(400).send(page('Not connected', `Facebook did not authorise the connection (${request.query.error_description ?? error ?? 'no code'}). The person connecting must be an admin of the Business Manager.`))
+    }
+    try {
+      const short = await exchange({ client_id: config.FACEBOOK_APP_ID!, client_secret: config.FACEBOOK_APP_SECRET!, redirect_uri: redirectUri!, code })
+      const long = await exchange({ grant_type: 'fb_exchange_token', client_id: config.FACEBOOK_APP_ID!, client_secret: config.FACEBOOK_APP_SECRET!, fb_exchange_token: short })
+      await app.connectDestinationToken(destinationId, long)
+    } catch (err) {
+      request.log.warn({ err: (err as Error).message, destinationId }, 'OAuth token exchange failed')
+      return reply.code(502).send(page('Not connected', `Facebook refused the token exchange: ${(err as Error).message}`))
+    }
+    request.log.info({ destinationId }, 'destination connected to Facebook')
+    return reply.send(page('Connected', 'The destination is connected to Facebook. Conversions held for a token are on their way. You can close this page.'))
+  })
+
+  async function exchange (params: Record<string, string>): Promise<string> {
+    const url = `${config.FACEBOOK_GRAPH_URL.replace(/\/$/, '')}/${DEFAULT_GRAPH_VERSION}/oauth/access_token?${new URLSearchParams(params)}`
+    const response = await fetch(url, { signal: AbortSignal.timeout(config.GRAPH_TIMEOUT_MS) })
+    const body = await response.json().catch(() => ({})) as { access_token?: string, error?: { message?: string } }
+    if (!response.ok || typeof body.access_token !== 'string') throw new Error(body.error?.message ?? `HTTP ${response.status}`)
+    return body.access_token
+  }
+}
+
+export default oauth
