@@ -41,7 +41,7 @@ const config = loadConfig({
 const app = await buildApp({ config })
 const url = await app.listen({ port, host: '127.0.0.1' })
 
-async function admin (method: string, path: string, body?: unknown) {
+async function admin (method: string, path: string, body?: unknown): Promise<any> {
   const response = await fetch(url + path, {
     method,
     headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },

@@ -6,6 +6,7 @@ import deliveryPlugin from '../plugins/delivery.js'
 import destinationsPlugin from '../plugins/destinations.js'
 import errorsPlugin from '../plugins/errors.js'
 import ingestBufferPlugin from '../plugins/ingest-buffer.js'
+import monitoringPlugin from '../plugins/monitoring.js'
 import queuesPlugin from '../plugins/queues.js'
 import redisPlugin from '../plugins/redis.js'
 import sourcesPlugin from '../plugins/sources.js'
@@ -67,6 +68,7 @@ export async function buildApp ({ config, logger }: BuildOptions): Promise<Fasti
     await app.register(sourceRoutes)
     await app.register(destinationRoutes)
     await app.register(oauthRoutes)
+    await app.register(monitoringPlugin)
   }
   return app
 }

@@ -1,0 +1,108 @@
+import { createBullBoard } from '@bull-board/api'
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter'
+import { FastifyAdapter } from '@bull-board/fastify'
+import type { Queue } from 'bullmq'
+import fp from 'fastify-plugin'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import { safeEqual } from './sources.js'
+
+const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children'] as const
+
+/**
+ * Monitoring: Prometheus metrics at /metrics (queue depths and per-destination counts read from
+ * Redis at scrape time, so every process reports the same totals) and the BullMQ dashboard at
+ * /admin/queues. Both need the admin token — as a Bearer header, or as the password of HTTP Basic
+ * so a browser can open the dashboard — unless METRICS_PUBLIC opens /metrics.
+ */
+export default fp(async (app) => {
+  const token = app.config.ADMIN_TOKEN
+  const queues: Queue[] = [app.queues.ingest, app.deliverQueue]
+
+  function allowed (request: FastifyRequest): boolean {
+    const header = request.headers.authorization ?? ''
+    let given: string | undefined
+    if (header.slice(0, 7).toLowerCase() === 'bearer ') given = header.slice(7).trim()
+    if (header.slice(0, 6).toLowerCase() === 'basic ') {
+      const decoded = Buffer.from(header.slice(6), 'base64').toString('utf8')
+      given = decoded.slice(decoded.indexOf(':') + 1)
+    }
+    return token !== undefined && given !== undefined && safeEqual(given, token)
+  }
+  async function guard (request: FastifyRequest, reply: FastifyReply) {
+    if (allowed(request)) return
+    reply.header('www-authenticate', 'Basic realm="conversion-relay admin", charset="UTF-8"')
+    return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'the admin token is required (Bearer, or as the HTTP Basic password)' })
+  }
+
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  new Gauge({
+    name: 'relay_queue_jobs',
+    help: 'BullMQ jobs by queue and state',
+    labelNames: ['queue', 'state'],
+    registers: [registry],
+    async collect () {
+      for (const queue of queues) {
+        const counts = await queue.getJobCounts(...QUEUE_STATES)
+        for (const state of QUEUE_STATES) this.set({ queue: queue.name, state }, counts[state] ?? 0)
+      }
+    }
+  })
+  new Gauge({
+    name: 'relay_destination_conversions',
+    help: 'Conversions per destination by outcome (received = filtered + invalid + delivered + dead_lettered + retrying)',
+    labelNames: ['destination', 'outcome'],
+    registers: [registry],
+    async collect () {
+      this.reset()
+      for (const source of await app.sources.list()) {
+        for (const destination of await app.destinations.listForSource(source.id)) {
+          const stats = await app.destinations.stats(destination.id)
+          const outcomes: Record<string, number> = {
+            received: stats.received,
+            filtered: stats.filtered,
+            invalid: stats.invalid.total,
+            delivered: stats.delivered,
+            dead_lettered: stats.deadLettered,
+            retrying: stats.retrying
+          }
+          for (const [outcome, value] of Object.entries(outcomes)) this.set({ destination: destination.id, outcome }, value)
+        }
+      }
+    }
+  })
+  new Gauge({
+    name: 'relay_source_messages',
+    help: 'Messages per source by what the ingestion API did (received = accepted + duplicate + rejected)',
+    labelNames: ['source', 'outcome'],
+    registers: [registry],
+    async collect () {
+      this.reset()
+      for (const source of await app.sources.list()) {
+        const stats = await app.sources.stats(source.id)
+        for (const [outcome, value] of Object.entries(stats)) this.set({ source: source.id, outcome }, value)
+      }
+    }
+  })
+
+  app.get('/metrics', {
+    preHandler: app.config.METRICS_PUBLIC ? [] : [guard],
+    schema: {
+      tags: ['monitoring'],
+      summary: 'Prometheus metrics (admin token unless METRICS_PUBLIC)',
+      response: { 200: { type: 'string' }, 401: { $ref: 'AdminError#' } }
+    }
+  }, async (request, reply) => {
+    reply.type(registry.contentType)
+    return registry.metrics()
+  })
+
+  const board = new FastifyAdapter()
+  board.setBasePath('/admin/queues')
+  createBullBoard({ queues: queues.map((queue) => new BullMQAdapter(queue, { readOnlyMode: false })), serverAdapter: board as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'] })
+  await app.register(async (scope) => {
+    scope.addHook('onRequest', guard)
+    await scope.register(board.registerPlugin(), { prefix: '/admin/queues' })
+  })
+}, { name: 'monitoring', dependencies: ['queues', 'delivery', 'sources', 'destinations'] })
