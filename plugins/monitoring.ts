@@ -37,23 +37,23 @@ export default fp(async (app) => {
 
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
-  new Gauge({
+  registry.registerMetric(new Gauge({
     name: 'relay_queue_jobs',
     help: 'BullMQ jobs by queue and state',
     labelNames: ['queue', 'state'],
-    registers: [registry],
+    registers: [],
     async collect () {
       for (const queue of queues) {
         const counts = await queue.getJobCounts(...QUEUE_STATES)
         for (const state of QUEUE_STATES) this.set({ queue: queue.name, state }, counts[state] ?? 0)
       }
     }
-  })
-  new Gauge({
+  }))
+  registry.registerMetric(new Gauge({
     name: 'relay_destination_conversions',
     help: 'Conversions per destination by outcome (received = filtered + invalid + delivered + dead_lettered + retrying)',
     labelNames: ['destination', 'outcome'],
-    registers: [registry],
+    registers: [],
     async collect () {
       this.reset()
       for (const source of await app.sources.list()) {
@@ -71,12 +71,12 @@ export default fp(async (app) => {
         }
       }
     }
-  })
-  new Gauge({
+  }))
+  registry.registerMetric(new Gauge({
     name: 'relay_source_messages',
     help: 'Messages per source by what the ingestion API did (received = accepted + duplicate + rejected)',
     labelNames: ['source', 'outcome'],
-    registers: [registry],
+    registers: [],
     async collect () {
       this.reset()
       for (const source of await app.sources.list()) {
@@ -84,7 +84,7 @@ export default fp(async (app) => {
         for (const [outcome, value] of Object.entries(stats)) this.set({ source: source.id, outcome }, value)
       }
     }
-  })
+  }))
 
   app.get('/metrics', {
     preHandler: app.config.METRICS_PUBLIC ? [] : [guard],
