@@ -10,6 +10,13 @@ import type { FastifyError } from 'fastify'
 export default fp(async (app) => {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const statusCode = err.statusCode !== undefined && err.statusCode >= 400 ? err.statusCode : 500
+    // A command that failed because Redis is away (the connection fails fast) is an outage the
+    // client should retry, not a bug: 503 with Retry-After, as ingestion answers.
+    if (statusCode === 500 && app.hasDecorator('redis') && app.redis.status !== 'ready') {
+      request.log.warn({ err }, 'request failed: redis is unreachable')
+      reply.header('retry-after', '5')
+      return reply.code(503).send({ statusCode: 503, error: STATUS_CODES[503], message: 'storage (Redis) is unreachable; retry later' })
+    }
     if (statusCode >= 500) {
       request.log.error({ err }, 'request failed')
       const unavailable = statusCode === 503

@@ -13,6 +13,11 @@ export interface Source {
 
 interface StoredSource extends Source {
   writeKeyHash: string
+  /**
+   * Keys replaced by a rotation and still in their grace period (`until`, epoch ms): a delete
+   * must revoke them too, or a rotated source's old key would outlive the source.
+   */
+  previousWriteKeys?: Array<{ hash: string, until: number }>
 }
 
 export interface SourceStats {
@@ -69,9 +74,10 @@ export class SourceStore {
     const stored = await this.getStored(id)
     if (stored === undefined) return false
     const dedup = this.keys.dedup(id)
+    const previousKeys = (stored.previousWriteKeys ?? []).map((key) => this.keys.writeKey(key.hash))
     await this.redis.multi()
       .hdel(this.keys.sources, id)
-      .del(this.keys.writeKey(stored.writeKeyHash), this.keys.sourceStats(id))
+      .del(this.keys.writeKey(stored.writeKeyHash), ...previousKeys, this.keys.sourceStats(id))
       .exec()
     // Separate command: the dedup keys live in the source's own hash slot.
     await this.redis.del(dedup.current, dedup.previous, dedup.startedAt)
@@ -85,14 +91,17 @@ export class SourceStore {
     if (stored === undefined) return undefined
     const writeKey = randomBytes(24).toString('base64url')
     const previousHash = stored.writeKeyHash
-    const updated: StoredSource = { ...stored, writeKeyHash: sha256(writeKey), writeKeyHint: writeKey.slice(-4) }
+    const now = Date.now()
+    const until = now + this.options.writeKeyGraceMs
+    const previousWriteKeys = [...(stored.previousWriteKeys ?? []).filter((key) => key.until > now), { hash: previousHash, until }]
+    const updated: StoredSource = { ...stored, writeKeyHash: sha256(writeKey), writeKeyHint: writeKey.slice(-4), previousWriteKeys }
     await this.redis.multi()
       .hset(this.keys.sources, id, JSON.stringify(updated))
       .set(this.keys.writeKey(updated.writeKeyHash), id)
       .pexpire(this.keys.writeKey(previousHash), this.options.writeKeyGraceMs)
       .exec()
     this.cache.clear()
-    return { ...publicSource(updated), writeKey, previousKeyValidUntil: new Date(Date.now() + this.options.writeKeyGraceMs).toISOString() }
+    return { ...publicSource(updated), writeKey, previousKeyValidUntil: new Date(until).toISOString() }
   }
 
   /** The source a write key belongs to, or undefined. Throws when Redis is unreachable. */

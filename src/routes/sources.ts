@@ -19,7 +19,9 @@ const SourceStats = Type.Object({
 
 /** Admin API for sources. Every route needs the admin token. */
 const sources: FastifyPluginAsyncTypebox = async (app) => {
-  app.addHook('preHandler', app.requireAdmin)
+  // onRequest, not preHandler: a caller without the token gets 401 before any body validation
+  // (which would answer 400 and describe the schema to anyone).
+  app.addHook('onRequest', app.requireAdmin)
   const security = [{ adminToken: [] }]
   const notFound = (sourceId: string) => ({ statusCode: 404, error: 'Not Found', message: `source ${sourceId} does not exist` })
 

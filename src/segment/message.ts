@@ -135,8 +135,12 @@ export function prepareMessage (raw: unknown, envelope: RequestEnvelope): Prepar
   }
   // The write key authenticates the request; it is not part of the message we keep.
   delete message.writeKey
+  // A blank or null id counts as absent (above) and is stored as absent: kept as '', a stage
+  // keying profiles by `userId ?? anonymousId` would file every such message under user ''.
   if (userId !== undefined) message.userId = userId
+  else delete message.userId
   if (anonymousId !== undefined) message.anonymousId = anonymousId
+  else delete message.anonymousId
   if (type === 'group') message.groupId = idString(raw.groupId)
   if (type === 'alias') message.previousId = idString(raw.previousId)
   if (sentAt !== undefined) message.sentAt = sentAt.toISO()!

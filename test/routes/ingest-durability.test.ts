@@ -1,0 +1,74 @@
+import type { LightMyRequestResponse } from 'fastify'
+import t from 'tap'
+import { buildTestApp } from '../helpers/app.js'
+import { eventually, ingestQueue } from '../helpers/ingest-queue.js'
+import { send } from '../helpers/ingest-send.js'
+import { startTestRedis } from '../helpers/redis.js'
+
+const redis = await startTestRedis()
+t.teardown(() => redis.close())
+
+/** The answer, or a failure naming the request when none comes: an outage must not hang a client. */
+async function answer (request: Promise<LightMyRequestResponse>, what: string): Promise<LightMyRequestResponse> {
+  let timer: NodeJS.Timeout | undefined
+  const hang = new Promise<never>((resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what}: no answer within 15 s`)), 15_000) })
+  try {
+    return await Promise.race([request, hang])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+t.test('a Redis outage: 503 while it lasts, nothing accepted is lost', { skip: redis.owned ? false : 'needs a redis-server of its own to stop and start' }, async (t) => {
+  const ctx = await buildTestApp(t, { env: { ROLE: 'api' }, redis })
+  const { app } = ctx
+  const { stored } = ingestQueue(t, redis)
+  const { id, writeKey } = await ctx.createSource()
+  const other = await ctx.createSource('not used before the outage')
+
+  const before = ['before-1', 'before-2', 'before-3', 'before-4', 'before-5']
+  const batch = await send(app, '/v1/batch', { batch: before.slice(0, 4).map((messageId) => ({ type: 'track', userId: 'u1', event: 'Order Completed', messageId })) }, { writeKey })
+  t.equal(batch.statusCode, 200)
+  t.equal((await send(app, '/v1/identify', { userId: 'u1', messageId: 'before-5' }, { writeKey })).statusCode, 200)
+
+  await redis.stop()
+
+  const single = await answer(send(app, '/v1/track', { userId: 'u1', event: 'E', messageId: 'during-1' }, { writeKey }), 'single message')
+  t.equal(single.statusCode, 503, 'a message that cannot be stored is answered 503, not 200')
+  t.match(single.json(), { success: false, error: /unreachable|retry/ })
+  t.match(single.headers['retry-after'], /^[1-9]\d*$/, 'with Retry-After, so clients back off')
+  t.equal(single.headers['access-control-allow-origin'], '*')
+
+  const duringBatch = await answer(send(app, '/v1/batch', { batch: [{ type: 'identify', userId: 'u2', messageId: 'during-2' }] }, { writeKey }), 'batch')
+  t.equal(duringBatch.statusCode, 503, 'a batch too')
+  t.match(duringBatch.json(), { success: false, error: /\S/ })
+  t.match(duringBatch.headers['retry-after'], /^[1-9]\d*$/)
+
+  const uncached = await answer(send(app, '/v1/track', { userId: 'u1', event: 'E' }, { writeKey: other.writeKey }), 'a key not looked up before')
+  t.equal(uncached.statusCode, 503, 'a key that cannot be checked is a 503, not a 401 the client would drop the batch for')
+  t.match(uncached.json(), { success: false, error: /\S/ })
+
+  const ready = await answer(app.inject({ method: 'GET', url: '/ready' }), '/ready')
+  t.equal(ready.statusCode, 503, '/ready says the service cannot take traffic')
+  t.match(ready.json(), { status: 'unavailable', message: /Redis/ })
+  const health = await answer(app.inject({ method: 'GET', url: '/health' }), '/health')
+  t.equal(health.statusCode, 200, '/health: the process itself is fine')
+
+  const adminDuring = await answer(app.inject({ method: 'GET', url: '/v1/sources', headers: { authorization: `Bearer ${ctx.config.ADMIN_TOKEN}` } }), 'admin')
+  t.equal(adminDuring.statusCode, 503, 'the admin API answers 503 too')
+  t.match(adminDuring.json(), { statusCode: 503, error: 'Service Unavailable', message: /Redis/ })
+  t.match(adminDuring.headers['retry-after'], /^[1-9]\d*$/)
+
+  await redis.start()
+  t.ok(await eventually(async () => (await app.inject({ method: 'GET', url: '/ready' })).statusCode === 200, 20_000, 200), '/ready is 200 again once Redis is back')
+
+  t.same((await stored(id)).map((m) => m.messageId), before, 'every message accepted before the outage is still queued (AOF)')
+
+  const after = await send(app, '/v1/batch', { batch: [{ type: 'identify', userId: 'u2', messageId: 'during-2' }, { type: 'identify', userId: 'u3', messageId: 'after-1' }] }, { writeKey })
+  t.equal(after.statusCode, 200, 'new messages are accepted again')
+  t.equal((await send(app, '/v1/track', { userId: 'u1', event: 'E', messageId: 'after-2' }, { writeKey: other.writeKey })).statusCode, 200)
+  t.same((await stored(id)).map((m) => m.messageId), [...before, 'during-2', 'after-1'], 'the retried and the new messages are stored, once')
+  t.same((await stored(other.id)).map((m) => m.messageId), ['after-2'])
+  const stats = await ctx.admin('GET', `/v1/sources/${id}/stats`)
+  t.same(stats.json, { received: 7, accepted: 7, duplicate: 0, rejected: 0 }, 'the 503s were not counted as received')
+})
