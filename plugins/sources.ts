@@ -53,7 +53,7 @@ export class SourceStore {
     const id = `src_${randomBytes(8).toString('hex')}`
     const writeKey = randomBytes(24).toString('base64url')
     const source: StoredSource = { id, name, createdAt: new Date().toISOString(), writeKeyHint: writeKey.slice(-4), writeKeyHash: sha256(writeKey) }
-    await this.redis.multi()
+    await this.redis.pipeline()
       .hset(this.keys.sources, id, JSON.stringify(source))
       .set(this.keys.writeKey(source.writeKeyHash), id)
       .exec()
@@ -75,7 +75,7 @@ export class SourceStore {
     if (stored === undefined) return false
     const dedup = this.keys.dedup(id)
     const previousKeys = (stored.previousWriteKeys ?? []).map((key) => this.keys.writeKey(key.hash))
-    await this.redis.multi()
+    await this.redis.pipeline()
       .hdel(this.keys.sources, id)
       .del(this.keys.writeKey(stored.writeKeyHash), ...previousKeys, this.keys.sourceStats(id))
       .exec()
@@ -95,7 +95,7 @@ export class SourceStore {
     const until = now + this.options.writeKeyGraceMs
     const previousWriteKeys = [...(stored.previousWriteKeys ?? []).filter((key) => key.until > now), { hash: previousHash, until }]
     const updated: StoredSource = { ...stored, writeKeyHash: sha256(writeKey), writeKeyHint: writeKey.slice(-4), previousWriteKeys }
-    await this.redis.multi()
+    await this.redis.pipeline()
       .hset(this.keys.sources, id, JSON.stringify(updated))
       .set(this.keys.writeKey(updated.writeKeyHash), id)
       .pexpire(this.keys.writeKey(previousHash), this.options.writeKeyGraceMs)
