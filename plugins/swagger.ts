@@ -20,6 +20,7 @@ export default fp(async (app) => {
         { name: 'ingestion', description: 'Segment HTTP Tracking API (write key)' },
         { name: 'sources', description: 'Sources and write keys (admin)' },
         { name: 'destinations', description: 'Facebook Offline Conversions destinations, tokens, stats and dead letters (admin)' },
+        { name: 'audiences', description: 'Engage-style audiences synced as user properties (admin)' },
         { name: 'health', description: 'Liveness and readiness' },
         { name: 'monitoring', description: 'Metrics and the queue dashboard (/admin/queues)' }
       ],

@@ -1,5 +1,7 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import audienceEnginePlugin from '../plugins/audience-engine.js'
+import audiencesPlugin from '../plugins/audiences.js'
 import authPlugin from '../plugins/auth.js'
 import configPlugin from '../plugins/config.js'
 import deliveryPlugin from '../plugins/delivery.js'
@@ -7,6 +9,7 @@ import destinationsPlugin from '../plugins/destinations.js'
 import errorsPlugin from '../plugins/errors.js'
 import ingestBufferPlugin from '../plugins/ingest-buffer.js'
 import monitoringPlugin from '../plugins/monitoring.js'
+import profilesPlugin from '../plugins/profiles.js'
 import queuesPlugin from '../plugins/queues.js'
 import redisPlugin from '../plugins/redis.js'
 import sourcesPlugin from '../plugins/sources.js'
@@ -14,6 +17,7 @@ import swaggerPlugin from '../plugins/swagger.js'
 import workersPlugin from '../plugins/workers.js'
 import type { Config } from './config.js'
 import { FacebookSettingsSchema } from './facebook/settings.js'
+import audienceRoutes, { AudienceConditionSchema, AudienceSchema } from './routes/audiences.js'
 import destinationRoutes, { DestinationSchema } from './routes/destinations.js'
 import healthRoutes from './routes/health.js'
 import ingestRoutes from './routes/ingest.js'
@@ -50,7 +54,7 @@ export async function buildApp ({ config, logger }: BuildOptions): Promise<Fasti
 
   await app.register(configPlugin, { config })
   await app.register(errorsPlugin)
-  for (const schema of [...SHARED_SCHEMAS, FacebookSettingsSchema, DestinationSchema]) app.addSchema(schema)
+  for (const schema of [...SHARED_SCHEMAS, FacebookSettingsSchema, DestinationSchema, AudienceConditionSchema, AudienceSchema]) app.addSchema(schema)
   await app.register(swaggerPlugin)
   await app.register(redisPlugin)
   await app.register(healthRoutes)
@@ -58,7 +62,11 @@ export async function buildApp ({ config, logger }: BuildOptions): Promise<Fasti
   await app.register(queuesPlugin)
   await app.register(sourcesPlugin)
   await app.register(destinationsPlugin)
+  await app.register(profilesPlugin)
+  await app.register(audiencesPlugin)
   if (config.ROLE !== 'api') await app.register(workersPlugin)
+  // Stage order: the audience engine (profiles, history) runs before routing to destinations.
+  await app.register(audienceEnginePlugin)
   await app.register(deliveryPlugin)
 
   if (config.ROLE !== 'worker') {
@@ -67,6 +75,7 @@ export async function buildApp ({ config, logger }: BuildOptions): Promise<Fasti
     await app.register(ingestRoutes)
     await app.register(sourceRoutes)
     await app.register(destinationRoutes)
+    await app.register(audienceRoutes)
     await app.register(oauthRoutes)
     await app.register(monitoringPlugin)
   }

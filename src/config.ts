@@ -43,6 +43,10 @@ export const ConfigSchema = Type.Object({
   WRITE_KEY_GRACE: Type.String({ default: 'PT24H' }),
   WRITE_KEY_CACHE_TTL_MS: Type.Integer({ default: 5000, minimum: 0 }),
   SHUTDOWN_TIMEOUT_MS: Type.Integer({ default: 10000, minimum: 100 }),
+  // A job whose worker died (a crash, SIGKILL) goes back to another worker after about twice
+  // this long: a job's lock lasts this long (renewed at half) and the stalled-job check runs
+  // this often (BullMQ's lockDuration and stalledInterval; its default is 30 s).
+  STALLED_INTERVAL_MS: Type.Integer({ default: 30_000, minimum: 100 }),
   // Delivery to Meta: transient errors back off exponentially with jitter, from
   // DELIVER_BACKOFF_MS up to DELIVER_MAX_BACKOFF_MS; the default attempts span about 4 hours
   // (as Segment retries) before the conversions are dead-lettered.
@@ -54,7 +58,10 @@ export const ConfigSchema = Type.Object({
   // Conversions held for a token (Meta's code 190, a missing permission, none set) look again
   // this often, and are released at once when a token is set; after HOLD_MAX they are dead-lettered.
   HOLD_RECHECK_MS: Type.Integer({ default: 5 * 60_000, minimum: 10 }),
-  HOLD_MAX: Type.String({ default: 'P7D' })
+  HOLD_MAX: Type.String({ default: 'P7D' }),
+  // Audiences: event history kept per (user, event) in UTC-day buckets; the widest window.
+  HISTORY_RETENTION: Type.String({ default: 'P90D' }),
+  AUDIENCE_SYNC_CONCURRENCY: Type.Integer({ default: 2, minimum: 1 })
 })
 
 type RawConfig = Static<typeof ConfigSchema>
@@ -63,6 +70,7 @@ export interface Config extends RawConfig {
   dedupWindowMs: number
   writeKeyGraceMs: number
   holdMaxMs: number
+  historyRetentionMs: number
 }
 
 export class ConfigError extends Error {}
@@ -90,6 +98,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     ...raw,
     dedupWindowMs: durationMs('DEDUP_WINDOW', raw.DEDUP_WINDOW),
     writeKeyGraceMs: durationMs('WRITE_KEY_GRACE', raw.WRITE_KEY_GRACE),
-    holdMaxMs: durationMs('HOLD_MAX', raw.HOLD_MAX)
+    holdMaxMs: durationMs('HOLD_MAX', raw.HOLD_MAX),
+    historyRetentionMs: durationMs('HISTORY_RETENTION', raw.HISTORY_RETENTION)
   }
 }

@@ -1,0 +1,465 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { DelayedError, type Job, type Queue } from 'bullmq'
+import type { ChainableCommander, Redis } from 'ioredis'
+import type { AudienceStore, CompiledAudience, StoredAudience, SyncState } from '../plugins/audiences.js'
+import { profileFields, readProfile, type ProfileStore } from '../plugins/profiles.js'
+import { matchesWhere } from '../src/audiences/condition.js'
+import { dayNumber, evaluate, type CountedLeaf } from '../src/audiences/evaluate.js'
+import { DESTINATION_NAME } from '../src/facebook/settings.js'
+import type { RedisKeys } from '../src/keys.js'
+import type { SegmentMessage } from '../src/segment/types.js'
+import type { IngestStage } from './ingest.js'
+import type { IngestJobData } from './queues.js'
+
+export const AUDIENCE_SYNC_QUEUE = 'audience-sync'
+export interface AudienceSyncJobData {
+  audienceId: string
+  /** `link` / `unlink`: the destinations connected to or removed from the audience. */
+  destinationIds?: string[]
+}
+
+// Users per round trip when scanning or syncing; messages per emitted ingest job.
+const CHUNK = 1000
+const EMIT_CHUNK = 2000
+// Distinct event names remembered per source (history is kept for all of them, so audiences
+// created later see the past); past this, new names are not recorded.
+const MAX_EVENT_NAMES = 10_000
+
+export interface AudienceEngineDependencies {
+  redis: Redis
+  keys: RedisKeys
+  audiences: AudienceStore
+  profiles: ProfileStore
+  ingestQueue: Queue<IngestJobData>
+  syncQueue: Queue<AudienceSyncJobData>
+  retentionMs: number
+  now?: () => number
+  log: { warn: (obj: object, msg: string) => void, info: (obj: object, msg: string) => void }
+}
+
+type Affected = Map<string, Set<CompiledAudience>>
+
+interface Personas { computation_class?: unknown, computation_id?: unknown, computation_key?: unknown }
+
+function personasOf (message: SegmentMessage): Personas | undefined {
+  const personas = (message.context as { personas?: Personas } | undefined)?.personas
+  return typeof personas === 'object' && personas !== null ? personas : undefined
+}
+
+/** A user's history: per event code (or `w.<audience>.<leaf>` counter) the counts per UTC day. */
+function readHistory (raw: Record<string, string> | null | undefined): Map<string, Map<number, number>> {
+  const history = new Map<string, Map<number, number>>()
+  if (raw === null || raw === undefined) return history
+  for (const [field, value] of Object.entries(raw)) {
+    const dot = field.lastIndexOf('.')
+    const series = field.slice(0, dot)
+    let days = history.get(series)
+    if (days === undefined) history.set(series, (days = new Map()))
+    days.set(Number(field.slice(dot + 1)), Number(value))
+  }
+  return history
+}
+
+/**
+ * The audience engine: keeps profiles and per-(user, event) day counts as messages arrive,
+ * re-evaluates the audiences a message can change, records each membership change in the
+ * audience's change log, and syncs: an initial sync that sends every member once, then
+ * incremental syncs of the net changes — as identify calls with `traits: {<key>: true|false}`
+ * and `context.personas`, routed like any identify.
+ */
+export class AudienceEngine {
+  private readonly eventCodes = new Map<string, Map<string, string>>()
+  private readonly codesLoadedAt = new Map<string, number>()
+  private readonly now: () => number
+
+  constructor (private readonly deps: AudienceEngineDependencies) {
+    this.now = deps.now ?? Date.now
+  }
+
+  private async eventCode (sourceId: string, event: string): Promise<string | undefined> {
+    let codes = this.eventCodes.get(sourceId)
+    if (codes === undefined) this.eventCodes.set(sourceId, (codes = new Map()))
+    const known = codes.get(event)
+    if (known !== undefined) return known
+    const key = this.deps.keys.eventCodes(sourceId)
+    let code = await this.deps.redis.hget(key, event)
+    if (code === null) {
+      const next = await this.deps.redis.hincrby(key, '#', 1)
+      if (next > MAX_EVENT_NAMES) return undefined
+      await this.deps.redis.hsetnx(key, event, String(next))
+      code = await this.deps.redis.hget(key, event)
+    }
+    if (code !== null) codes.set(event, code)
+    return code ?? undefined
+  }
+
+  /** The ingest stage: profiles, history and real-time membership. Runs before routing. */
+  readonly stage: IngestStage = async (sourceId, messages) => {
+    const { redis, keys, profiles } = this.deps
+    const audiences = await this.deps.audiences.forSource(sourceId)
+    const identities = await profiles.identities(sourceId, messages)
+    const now = this.now()
+    const today = dayNumber(now)
+    const oldestDay = dayNumber(now - this.deps.retentionMs)
+    const ownAudienceIds = new Set(audiences.map((a) => a.id))
+    const writes = redis.pipeline()
+    const affected: Affected = new Map()
+    const touch = (profileId: string, audience: CompiledAudience) => {
+      let set = affected.get(profileId)
+      if (set === undefined) affected.set(profileId, (set = new Set()))
+      set.add(audience)
+    }
+
+    for (let i = 0; i < messages.length; i++) {
+      const message = messages[i]
+      const profileId = identities[i]
+      if (profileId === undefined) continue
+      if (message.type === 'identify') {
+        const traits = message.traits ?? {}
+        const fields = profileFields(traits)
+        // Engage memberships — ours or a real Engage workspace's — are user properties.
+        const personas = personasOf(message)
+        const ownEmission = personas !== undefined && ownAudienceIds.has(String(personas.computation_id))
+        if (personas?.computation_class === 'audience' && typeof personas.computation_key === 'string') {
+          const value = traits[personas.computation_key]
+          if (typeof value === 'boolean') {
+            delete fields[`t:${personas.computation_key}`]
+            fields[`a:${personas.computation_key}`] = value ? '1' : '0'
+          }
+        }
+        profiles.applyIdentify(writes, sourceId, profileId, message.anonymousId, fields)
+        // Our own sync's identifies change nothing the engine does not know already.
+        if (!ownEmission) {
+          for (const audience of audiences) {
+            for (const trait of audience.traits) if (trait in traits) { touch(profileId, audience); break }
+          }
+        }
+      } else if (message.type === 'track' && typeof message.event === 'string') {
+        const day = Math.min(today, dayNumber(Date.parse(message.timestamp)))
+        if (!(day >= oldestDay)) continue
+        const code = await this.eventCode(sourceId, message.event)
+        const historyKey = keys.history(sourceId, profileId)
+        if (code !== undefined) writes.hincrby(historyKey, `${code}.${day}`, 1)
+        for (const audience of audiences) {
+          if (!audience.events.has(message.event)) continue
+          touch(profileId, audience)
+          for (const { path, leaf } of audience.filteredLeaves) {
+            if (leaf.event === message.event && matchesWhere(leaf.where!, message.properties)) writes.hincrby(historyKey, `w.${audience.id}.${path}.${day}`, 1)
+          }
+        }
+        writes.pexpire(historyKey, this.deps.retentionMs)
+      }
+    }
+    if (writes.length > 0) await writes.exec()
+    if (affected.size > 0) await this.reevaluate(sourceId, affected, 'realtime')
+  }
+
+  /**
+   * Evaluates users against audiences and applies what changed: members (since), lapse times,
+   * the profile's audience property and — except while building — the change log.
+   */
+  async reevaluate (sourceId: string, affected: Affected, mode: 'realtime' | 'build'): Promise<number> {
+    const { redis, keys } = this.deps
+    const profileIds = [...affected.keys()]
+    await this.ensureCodes(sourceId, affected)
+    const read = redis.pipeline()
+    for (const id of profileIds) {
+      read.hgetall(keys.history(sourceId, id))
+      read.hgetallBuffer(keys.profile(sourceId, id))
+      for (const audience of affected.get(id)!) read.zscore(keys.audienceMembers(audience.id), id)
+    }
+    const answers = (await read.exec())!
+    const now = this.now()
+    const writes = redis.pipeline()
+    const changedAudiences = new Set<string>()
+    let changes = 0
+    let a = 0
+    for (const id of profileIds) {
+      const history = readHistory(answers[a++][1] as Record<string, string>)
+      const profile = readProfile(answers[a++][1] as Record<string, Buffer>)
+      for (const audience of affected.get(id)!) {
+        const since = answers[a++][1] as string | null
+        const codes = this.eventCodes.get(sourceId)
+        const result = evaluate(audience.condition, {
+          now,
+          counts: (leaf: CountedLeaf) => history.get(leaf.filtered ? `w.${audience.id}.${leaf.path}` : codes?.get(leaf.event) ?? '') ?? EMPTY,
+          trait: (name) => name in profile.audiences ? profile.audiences[name] : profile.traits[name]
+        })
+        const wasMember = since !== null
+        if (result.member) {
+          if (result.lapsesAt !== undefined) writes.zadd(keys.audienceLapses(audience.id), result.lapsesAt, id)
+          else if (wasMember) writes.zrem(keys.audienceLapses(audience.id), id)
+          if (!wasMember) {
+            applyChange(writes, keys, sourceId, audience, id, true, now, mode)
+            changedAudiences.add(audience.id)
+            changes++
+          }
+        } else if (wasMember) {
+          writes.zrem(keys.audienceLapses(audience.id), id)
+          applyChange(writes, keys, sourceId, audience, id, false, now, mode)
+          changedAudiences.add(audience.id)
+          changes++
+        }
+      }
+    }
+    if (writes.length > 0) await writes.exec()
+    if (mode === 'realtime') for (const audienceId of changedAudiences) await this.scheduleSync(audienceId)
+    return changes
+  }
+
+  /** Real-time changes go out within about a second; one pending sync job per audience. */
+  async scheduleSync (audienceId: string, delay = 1000): Promise<void> {
+    await this.deps.syncQueue.add('sync', { audienceId }, { jobId: `sync-${audienceId}`, delay, removeOnComplete: true, removeOnFail: 100 })
+  }
+
+  /** The source's event codes, as Redis has them (another worker may have added some). */
+  private async loadCodes (sourceId: string): Promise<void> {
+    const all = await this.deps.redis.hgetall(this.deps.keys.eventCodes(sourceId))
+    const codes = new Map<string, string>()
+    for (const [event, code] of Object.entries(all)) if (event !== '#') codes.set(event, code)
+    this.eventCodes.set(sourceId, codes)
+    this.codesLoadedAt.set(sourceId, Date.now())
+  }
+
+  /** Every event the audiences read needs its code; an unknown one reloads them (at most every 5 s). */
+  private async ensureCodes (sourceId: string, affected: Affected): Promise<void> {
+    const codes = this.eventCodes.get(sourceId)
+    const missing = codes === undefined || [...affected.values()].some((audiences) =>
+      [...audiences].some((audience) => [...audience.events].some((event) => !codes.has(event))))
+    if (missing && Date.now() - (this.codesLoadedAt.get(sourceId) ?? 0) > 5000) await this.loadCodes(sourceId)
+  }
+
+  /** Evaluates the history the service keeps, so a new audience is not empty just because it is new. */
+  async build (audience: StoredAudience, state: SyncState): Promise<void> {
+    const { redis, keys, audiences } = this.deps
+    const compiled = (await audiences.forSource(audience.sourceId, 0)).find((a) => a.id === audience.id)
+    if (compiled === undefined) return
+    await this.loadCodes(audience.sourceId)
+    this.codesLoadedAt.set(audience.sourceId, Date.now())
+    // Users with history matter for event conditions, users with a profile for trait conditions.
+    const phases = [...(compiled.events.size > 0 ? ['history'] : []), ...(compiled.traits.size > 0 ? ['profiles'] : [])]
+    let phase = phases.includes(state.buildPhase) ? state.buildPhase : phases[0]
+    let cursor = state.buildCursor
+    while (phase !== undefined) {
+      const pattern = phase === 'history' ? keys.historyPattern(audience.sourceId) : keys.profilePattern(audience.sourceId)
+      do {
+        const [next, found] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', CHUNK)
+        if (found.length > 0) {
+          const affected: Affected = new Map()
+          for (const key of found) affected.set(key.slice(key.lastIndexOf('{') + 1, -1), new Set([compiled]))
+          await this.reevaluate(audience.sourceId, affected, 'build')
+        }
+        cursor = next
+        // Resumable: a crash continues from the last finished chunk.
+        await audiences.setState(audience.id, { buildPhase: phase, buildCursor: cursor })
+      } while (cursor !== '0')
+      phase = phases[phases.indexOf(phase) + 1]
+      if (phase !== undefined) await audiences.setState(audience.id, { buildPhase: phase, buildCursor: '0' })
+    }
+    await audiences.setState(audience.id, { built: true, status: 'syncing' })
+  }
+
+  /** Members whose window has passed are evaluated again (a last order ages out with no new event). */
+  async expire (audience: StoredAudience): Promise<number> {
+    const { redis, keys } = this.deps
+    const compiled = (await this.deps.audiences.forSource(audience.sourceId)).find((a) => a.id === audience.id)
+    if (compiled === undefined) return 0
+    let changes = 0
+    for (let round = 0; round < 10_000; round++) {
+      const due = await redis.zrangebyscore(keys.audienceLapses(audience.id), '-inf', this.now(), 'LIMIT', 0, CHUNK)
+      if (due.length === 0) break
+      const affected: Affected = new Map(due.map((id) => [id, new Set([compiled])]))
+      changes += await this.reevaluate(audience.sourceId, affected, 'realtime')
+      if (due.length < CHUNK) break
+    }
+    return changes
+  }
+
+  /** The initial sync: every member once, resumable by its cursor. */
+  async initialSync (audience: StoredAudience, state: SyncState): Promise<void> {
+    const { redis, keys, audiences } = this.deps
+    let run = state.initialRun
+    let cursor = state.initialCursor
+    if (run === '') {
+      // Changes from here on go out in incremental syncs.
+      const last = await redis.xrevrange(keys.audienceChanges(audience.id), '+', '-', 'COUNT', 1)
+      run = randomBytes(4).toString('hex')
+      cursor = '0'
+      await audiences.setState(audience.id, { initialRun: run, initialCursor: '0', syncedChangeId: last[0]?.[0] ?? '0-0', status: 'syncing' })
+    }
+    let sent = 0
+    do {
+      const [next, flat] = await redis.zscan(keys.audienceMembers(audience.id), cursor, 'COUNT', EMIT_CHUNK)
+      const members: string[] = []
+      for (let i = 0; i < flat.length; i += 2) members.push(flat[i])
+      if (members.length > 0) {
+        await this.emit(audience, members.map((id) => ({ profileId: id, member: true, version: `init-${run}` })), `${audience.id}-${run}-${cursor}`)
+        sent += members.length
+      }
+      cursor = next
+      await audiences.setState(audience.id, { initialCursor: cursor })
+    } while (cursor !== '0')
+    await audiences.setState(audience.id, {
+      initialSynced: true,
+      lastSyncAt: new Date(this.now()).toISOString(),
+      lastSyncAdded: sent,
+      lastSyncRemoved: 0
+    })
+  }
+
+  /** Incremental sync: the net change of each user since the last sync, with the state at send time. */
+  async incrementalSync (audience: StoredAudience): Promise<{ added: number, removed: number }> {
+    const { redis, keys, audiences } = this.deps
+    let added = 0
+    let removed = 0
+    for (;;) {
+      const state = await audiences.state(audience.id)
+      const entries = await redis.xrange(keys.audienceChanges(audience.id), `(${state.syncedChangeId}`, '+', 'COUNT', 5000)
+      if (entries.length === 0) break
+      // First and last recorded state of each user in this range: it changed on net only if the
+      // last state differs from the one before the first entry (= not the first entry's state).
+      const net = new Map<string, { first: boolean, last: boolean, id: string }>()
+      for (const [id, fields] of entries) {
+        const profileId = fields[1]
+        const member = fields[3] === '1'
+        const seen = net.get(profileId)
+        if (seen === undefined) net.set(profileId, { first: member, last: member, id })
+        else { seen.last = member; seen.id = id }
+      }
+      const changed = [...net.entries()].filter(([, n]) => n.first === n.last)
+      if (changed.length > 0) {
+        const read = redis.pipeline()
+        for (const [profileId] of changed) read.zscore(keys.audienceMembers(audience.id), profileId)
+        const current = (await read.exec())!
+        const updates = changed.map(([profileId, n], i) => ({ profileId, member: current[i][1] !== null, version: n.id }))
+        for (let i = 0; i < updates.length; i += EMIT_CHUNK) {
+          await this.emit(audience, updates.slice(i, i + EMIT_CHUNK), `${audience.id}-${updates[i].version}`)
+        }
+        for (const u of updates) { if (u.member) added++; else removed++ }
+      }
+      const lastId = entries[entries.length - 1][0]
+      await audiences.setState(audience.id, { syncedChangeId: lastId })
+      await redis.xtrim(keys.audienceChanges(audience.id), 'MINID', lastId)
+    }
+    return { added, removed }
+  }
+
+  /** Emits identify messages into the ingest queue, routed like any identify. */
+  private async emit (audience: StoredAudience, updates: Array<{ profileId: string, member: boolean, version: string }>, jobId: string, destinationIds = audience.destinations): Promise<void> {
+    const now = new Date(this.now()).toISOString()
+    const messages: Array<[string, SegmentMessage]> = updates.map(({ profileId, member, version }) => {
+      const anonymous = profileId.startsWith('anon:')
+      const message: SegmentMessage = {
+        type: 'identify',
+        // Deterministic: a resumed sync re-sends a change under the same id (Meta de-duplicates).
+        messageId: `personas_${createHash('sha256').update(`${audience.id}|${profileId}|${version}`).digest('base64url').slice(0, 27)}`,
+        ...(anonymous ? { anonymousId: profileId.slice(5) } : { userId: profileId }),
+        traits: { [audience.key]: member },
+        context: {
+          personas: {
+            computation_class: 'audience',
+            computation_id: audience.id,
+            computation_key: audience.key,
+            namespace: `spa_${audience.sourceId}`,
+            space_id: `spa_${audience.sourceId}`
+          },
+          // Our extension: which destinations of the source this sync is for.
+          relay: { destinationIds }
+        },
+        integrations: { All: false, [DESTINATION_NAME]: true },
+        timestamp: now,
+        originalTimestamp: now,
+        receivedAt: now
+      }
+      return [audience.sourceId, message]
+    })
+    await this.deps.ingestQueue.add('audience-sync', { messages }, { jobId: `audience-${jobId}`.replace(/:/g, '_') })
+  }
+
+  /**
+   * Every member with one state to some destinations: `true` when a destination is connected to
+   * the audience (its initial sync), `false` when one is unlinked or the audience is deleted.
+   */
+  async sendAll (audience: StoredAudience, member: boolean, destinationIds: string[], tag: string): Promise<number> {
+    const { redis, keys } = this.deps
+    let cursor = '0'
+    let sent = 0
+    do {
+      const [next, flat] = await redis.zscan(keys.audienceMembers(audience.id), cursor, 'COUNT', EMIT_CHUNK)
+      const members: string[] = []
+      for (let i = 0; i < flat.length; i += 2) members.push(flat[i])
+      if (members.length > 0) {
+        await this.emit(audience, members.map((id) => ({ profileId: id, member, version: tag })), `${audience.id}-${tag}-${cursor}`, destinationIds)
+        sent += members.length
+      }
+      cursor = next
+    } while (cursor !== '0')
+    return sent
+  }
+
+  /** The audience-sync worker: build, expire, initial and incremental syncs, one audience at a time. */
+  createProcessor () {
+    return async (job: Job<AudienceSyncJobData>, token?: string): Promise<unknown> => {
+      const { redis, keys, audiences } = this.deps
+      const audience = await audiences.get(job.data.audienceId)
+      if (audience === undefined) return { skipped: 'audience deleted' }
+      const lockKey = `${keys.audienceState(audience.id)}:lock`
+      const lockValue = randomBytes(8).toString('hex')
+      if (await redis.set(lockKey, lockValue, 'PX', 10 * 60_000, 'NX') === null) {
+        // Another sync of this audience is running: come back shortly.
+        await job.moveToDelayed(this.now() + 1000, token)
+        throw new DelayedError()
+      }
+      try {
+        if (job.name === 'remove') {
+          // DESIGN: deleting an audience sends false for its members, then its data goes.
+          const sent = await this.sendAll(audience, false, audience.destinations, `remove-${job.id}`)
+          await this.deps.syncQueue.removeJobScheduler(`expire-${audience.id}`)
+          await audiences.remove(audience)
+          return { removed: sent }
+        }
+        if (job.name === 'link' || job.name === 'unlink') {
+          const destinationIds = job.data.destinationIds ?? []
+          return { sent: await this.sendAll(audience, job.name === 'link', destinationIds, `${job.name}-${job.id}`) }
+        }
+        let state = await audiences.state(audience.id)
+        if (!state.built) {
+          await audiences.setState(audience.id, { status: 'building' })
+          await this.build(audience, state)
+          state = await audiences.state(audience.id)
+        }
+        let expired = 0
+        if (job.name === 'expire') expired = await this.expire(audience)
+        await audiences.setState(audience.id, { status: 'syncing' })
+        if (!state.initialSynced) {
+          await this.initialSync(audience, state)
+          // Changes recorded while the initial sync ran go out now.
+          await this.incrementalSync(audience)
+        } else {
+          const { added, removed } = await this.incrementalSync(audience)
+          if (added + removed > 0 || job.name === 'expire') {
+            await audiences.setState(audience.id, { lastSyncAt: new Date(this.now()).toISOString(), lastSyncAdded: added, lastSyncRemoved: removed })
+          }
+        }
+        await audiences.setState(audience.id, { status: 'idle', error: '' })
+        return { expired }
+      } catch (err) {
+        await audiences.setState(audience.id, { status: 'failed', error: (err as Error).message })
+        throw err
+      } finally {
+        const current = await redis.get(lockKey)
+        if (current === lockValue) await redis.del(lockKey)
+      }
+    }
+  }
+}
+
+const EMPTY: ReadonlyMap<number, number> = new Map()
+
+function applyChange (writes: ChainableCommander, keys: RedisKeys, sourceId: string, audience: StoredAudience, profileId: string, member: boolean, now: number, mode: 'realtime' | 'build'): void {
+  if (member) writes.zadd(keys.audienceMembers(audience.id), 'NX', now, profileId)
+  else writes.zrem(keys.audienceMembers(audience.id), profileId)
+  writes.hset(keys.profile(sourceId, profileId), `a:${audience.key}`, member ? '1' : '0')
+  // While building, the initial sync sends every member: no change log needed.
+  if (mode === 'realtime') writes.xadd(keys.audienceChanges(audience.id), '*', 'u', profileId, 'm', member ? '1' : '0')
+}

@@ -1,0 +1,60 @@
+import { Queue, Worker } from 'bullmq'
+import fp from 'fastify-plugin'
+import { Redis } from 'ioredis'
+import { AUDIENCE_SYNC_QUEUE, AudienceEngine, type AudienceSyncJobData } from '../jobs/audiences.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    audienceSyncQueue: Queue<AudienceSyncJobData>
+    audienceEngine: AudienceEngine
+  }
+}
+
+/**
+ * The audience engine: its ingest stage (profiles, history, real-time membership — registered
+ * before routing, so a track is enriched by an identify earlier in the same job) and, in worker
+ * roles, the audience-sync worker (build, scheduled expiry, initial and incremental syncs).
+ */
+export default fp(async (app) => {
+  const config = app.config
+  const syncQueue = new Queue<AudienceSyncJobData>(AUDIENCE_SYNC_QUEUE, {
+    connection: app.redis,
+    prefix: app.keys.queuePrefix,
+    defaultJobOptions: { attempts: 10, backoff: { type: 'exponential', delay: 2000 }, removeOnComplete: true, removeOnFail: { age: 7 * 24 * 3600, count: 1000 } }
+  })
+  syncQueue.on('error', (err) => app.log.warn({ err }, 'audience-sync queue error'))
+  const engine = new AudienceEngine({
+    redis: app.redis,
+    keys: app.keys,
+    audiences: app.audiences,
+    profiles: app.profiles,
+    ingestQueue: app.queues.ingest,
+    syncQueue,
+    retentionMs: config.historyRetentionMs,
+    log: app.log
+  })
+  app.decorate('audienceSyncQueue', syncQueue)
+  app.decorate('audienceEngine', engine)
+
+  let worker: Worker<AudienceSyncJobData> | undefined
+  let connection: Redis | undefined
+  if (config.ROLE !== 'api') {
+    app.workers.ingestStages.push(engine.stage)
+    connection = new Redis(config.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
+    connection.on('error', () => {})
+    worker = new Worker<AudienceSyncJobData>(AUDIENCE_SYNC_QUEUE, engine.createProcessor(), {
+      connection,
+      prefix: app.keys.queuePrefix,
+      concurrency: config.AUDIENCE_SYNC_CONCURRENCY,
+      autorun: false
+    })
+    worker.on('error', (err) => app.log.warn({ err }, 'audience-sync worker error'))
+    worker.on('failed', (job, err) => app.log.error({ err, jobId: job?.id, audienceId: job?.data.audienceId }, 'audience sync failed'))
+    app.addHook('onReady', async () => { worker!.run().catch((err) => app.log.error({ err }, 'audience-sync worker stopped')) })
+  }
+  app.addHook('onClose', async () => {
+    await worker?.close()
+    await connection?.quit().catch(() => connection?.disconnect())
+    await syncQueue.close()
+  })
+}, { name: 'audience-engine', dependencies: ['audiences', 'profiles', 'queues'] })
