@@ -31,6 +31,7 @@ export default fp(async (app) => {
     ingestQueue: app.queues.ingest,
     syncQueue,
     retentionMs: config.historyRetentionMs,
+    now: app.now,
     log: app.log
   })
   app.decorate('audienceSyncQueue', syncQueue)

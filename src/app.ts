@@ -28,6 +28,14 @@ import sourceRoutes from './routes/sources.js'
 export interface BuildOptions {
   config: Config
   logger?: FastifyServerOptions['logger']
+  /** The clock of the audience engine and the transform (tests move time forward with it). */
+  now?: () => number
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    now: () => number
+  }
 }
 
 /** Pino redaction: write keys, tokens and match keys never reach a log line. */
@@ -43,7 +51,7 @@ export const LOG_REDACT = [
  * The app for a role: `api` serves HTTP, `worker` consumes queues (and serves only /health,
  * /ready), `all` does both.
  */
-export async function buildApp ({ config, logger }: BuildOptions): Promise<FastifyInstance> {
+export async function buildApp ({ config, logger, now = Date.now }: BuildOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: logger ?? { level: config.LOG_LEVEL, redact: LOG_REDACT },
     routerOptions: { ignoreTrailingSlash: true },
@@ -53,6 +61,7 @@ export async function buildApp ({ config, logger }: BuildOptions): Promise<Fasti
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(configPlugin, { config })
+  app.decorate('now', now)
   await app.register(errorsPlugin)
   for (const schema of [...SHARED_SCHEMAS, FacebookSettingsSchema, DestinationSchema, AudienceConditionSchema, AudienceSchema]) app.addSchema(schema)
   await app.register(swaggerPlugin)

@@ -21,7 +21,7 @@ interface Teardown { teardown: (fn: () => unknown) => void }
  * The whole service against a Redis of the test's own, closed in teardown. `env` overrides the
  * configuration exactly as environment variables would.
  */
-export async function buildTestApp (t: Teardown, options: { env?: Record<string, string>, listen?: boolean, redis?: TestRedis } = {}): Promise<TestContext> {
+export async function buildTestApp (t: Teardown, options: { env?: Record<string, string>, listen?: boolean, redis?: TestRedis, now?: () => number } = {}): Promise<TestContext> {
   const redis = options.redis ?? await startTestRedis()
   const config = loadConfig({
     REDIS_URL: redis.url,
@@ -31,7 +31,7 @@ export async function buildTestApp (t: Teardown, options: { env?: Record<string,
     LOG_LEVEL: 'silent',
     ...options.env
   })
-  const app = await buildApp({ config })
+  const app = await buildApp({ config, now: options.now })
   let url = ''
   if (options.listen === true) url = await app.listen({ port: 0, host: '127.0.0.1' })
   else await app.ready()
