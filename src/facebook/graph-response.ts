@@ -27,6 +27,7 @@ export type GraphOutcome =
 
 const TRANSIENT_CODES = new Set([1, 2, 341, 368])
 const RATE_LIMIT_CODES = new Set([4, 17, 32, 613])
+const UNKNOWN_OBJECT_SUBCODE = 33
 const DEFAULT_PAUSE_MS = 60_000
 const MAX_PAUSE_MS = 60 * 60_000
 
@@ -75,6 +76,9 @@ export function classifyGraphResponse (status: number, body: unknown, headers: H
   if (code === 190) return { kind: 'reauthorize', error }
   if (code === 10 || (code !== undefined && code >= 200 && code <= 299)) return { kind: 'permission', error }
   if (status >= 500 || (code !== undefined && TRANSIENT_CODES.has(code)) || raw?.is_transient === true) return { kind: 'transient', error }
+  // Meta's subcode 33: the dataset does not exist or this token may not use it. Every request to
+  // it fails whatever its events, so splitting would only multiply the calls: dead-letter at once.
+  if (code === 100 && error.subcode === UNKNOWN_OBJECT_SUBCODE) return { kind: 'permanent', error }
   if (code === 100) return { kind: 'invalid_event', error }
   return { kind: 'permanent', error }
 }
