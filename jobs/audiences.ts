@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { DelayedError, type Job, type Queue } from 'bullmq'
-import type { ChainableCommander, Redis } from 'ioredis'
+import type { ChainableCommander, Redis, Result } from 'ioredis'
 import type { AudienceStore, CompiledAudience, StoredAudience, SyncState } from '../plugins/audiences.js'
 import { profileFields, readProfile, type ProfileStore } from '../plugins/profiles.js'
 import { matchesWhere } from '../src/audiences/condition.js'
@@ -33,6 +33,8 @@ export interface AudienceEngineDependencies {
   ingestQueue: Queue<IngestJobData>
   syncQueue: Queue<AudienceSyncJobData>
   retentionMs: number
+  /** Whether a source has a destination in the legacy format (which needs birthday parts). */
+  legacyFormat?: (sourceId: string) => Promise<boolean>
   now?: () => number
   log: { warn: (obj: object, msg: string) => void, info: (obj: object, msg: string) => void }
 }
@@ -46,18 +48,46 @@ function personasOf (message: SegmentMessage): Personas | undefined {
   return typeof personas === 'object' && personas !== null ? personas : undefined
 }
 
-/** A user's history: per event code (or `w.<audience>.<leaf>` counter) the counts per UTC day. */
-function readHistory (raw: Record<string, string> | null | undefined): Map<string, Map<number, number>> {
+/**
+ * A user's history, from the profile hash: per series — `h:<event code>`, or `w:<audience>.<leaf>`
+ * for a leaf with `where` — the counts per UTC day.
+ */
+function readHistory (raw: Record<string, Buffer> | null | undefined): Map<string, Map<number, number>> {
   const history = new Map<string, Map<number, number>>()
   if (raw === null || raw === undefined) return history
   for (const [field, value] of Object.entries(raw)) {
+    if (!(field.startsWith('h:') || field.startsWith('w:'))) continue
     const dot = field.lastIndexOf('.')
     const series = field.slice(0, dot)
     let days = history.get(series)
     if (days === undefined) history.set(series, (days = new Map()))
-    days.set(Number(field.slice(dot + 1)), Number(value))
+    days.set(Number(field.slice(dot + 1)), Number(value.toString()))
   }
   return history
+}
+
+// Counts events in the profile hash. Once a day per user, day buckets older than the retention
+// are dropped, so a user's history stays bounded by the retention window.
+const HISTORY_ADD = `
+local today = ARGV[1]
+local oldest = tonumber(ARGV[2])
+for i = 3, #ARGV do redis.call('HINCRBY', KEYS[1], ARGV[i], 1) end
+if redis.call('HGET', KEYS[1], 'p') ~= today then
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    local kind = string.sub(field, 1, 2)
+    if kind == 'h:' or kind == 'w:' then
+      local day = tonumber(string.match(field, '%.(%d+)$'))
+      if day ~= nil and day < oldest then redis.call('HDEL', KEYS[1], field) end
+    end
+  end
+  redis.call('HSET', KEYS[1], 'p', today)
+end
+return 1`
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    historyAdd(profileKey: string, today: number, oldestDay: number, ...fields: string[]): Result<number, Context>
+  }
 }
 
 /**
@@ -74,6 +104,7 @@ export class AudienceEngine {
 
   constructor (private readonly deps: AudienceEngineDependencies) {
     this.now = deps.now ?? Date.now
+    deps.redis.defineCommand('historyAdd', { numberOfKeys: 1, lua: HISTORY_ADD })
   }
 
   private async eventCode (sourceId: string, event: string): Promise<string | undefined> {
@@ -116,7 +147,7 @@ export class AudienceEngine {
       if (profileId === undefined) continue
       if (message.type === 'identify') {
         const traits = message.traits ?? {}
-        const fields = profileFields(traits)
+        const fields = profileFields(traits, { legacyBirthday: await this.deps.legacyFormat?.(sourceId) ?? false })
         // Engage memberships — ours or a real Engage workspace's — are user properties.
         const personas = personasOf(message)
         const ownEmission = personas !== undefined && ownAudienceIds.has(String(personas.computation_id))
@@ -138,16 +169,15 @@ export class AudienceEngine {
         const day = Math.min(today, dayNumber(Date.parse(message.timestamp)))
         if (!(day >= oldestDay)) continue
         const code = await this.eventCode(sourceId, message.event)
-        const historyKey = keys.history(sourceId, profileId)
-        if (code !== undefined) writes.hincrby(historyKey, `${code}.${day}`, 1)
+        const fields = code === undefined ? [] : [`h:${code}.${day}`]
         for (const audience of audiences) {
           if (!audience.events.has(message.event)) continue
           touch(profileId, audience)
           for (const { path, leaf } of audience.filteredLeaves) {
-            if (leaf.event === message.event && matchesWhere(leaf.where!, message.properties)) writes.hincrby(historyKey, `w.${audience.id}.${path}.${day}`, 1)
+            if (leaf.event === message.event && matchesWhere(leaf.where!, message.properties)) fields.push(`w:${audience.id}.${path}.${day}`)
           }
         }
-        writes.pexpire(historyKey, this.deps.retentionMs)
+        if (fields.length > 0) writes.historyAdd(keys.profile(sourceId, profileId), today, oldestDay, ...fields)
       }
     }
     if (writes.length > 0) await writes.exec()
@@ -164,7 +194,6 @@ export class AudienceEngine {
     await this.ensureCodes(sourceId, affected)
     const read = redis.pipeline()
     for (const id of profileIds) {
-      read.hgetall(keys.history(sourceId, id))
       read.hgetallBuffer(keys.profile(sourceId, id))
       for (const audience of affected.get(id)!) read.zscore(keys.audienceMembers(audience.id), id)
     }
@@ -175,14 +204,15 @@ export class AudienceEngine {
     let changes = 0
     let a = 0
     for (const id of profileIds) {
-      const history = readHistory(answers[a++][1] as Record<string, string>)
-      const profile = readProfile(answers[a++][1] as Record<string, Buffer>)
+      const raw = answers[a++][1] as Record<string, Buffer>
+      const history = readHistory(raw)
+      const profile = readProfile(raw)
       for (const audience of affected.get(id)!) {
         const since = answers[a++][1] as string | null
         const codes = this.eventCodes.get(sourceId)
         const result = evaluate(audience.condition, {
           now,
-          counts: (leaf: CountedLeaf) => history.get(leaf.filtered ? `w.${audience.id}.${leaf.path}` : codes?.get(leaf.event) ?? '') ?? EMPTY,
+          counts: (leaf: CountedLeaf) => history.get(leaf.filtered ? `w:${audience.id}.${leaf.path}` : `h:${codes?.get(leaf.event)}`) ?? EMPTY,
           trait: (name) => name in profile.audiences ? profile.audiences[name] : profile.traits[name]
         })
         const wasMember = since !== null
@@ -236,26 +266,19 @@ export class AudienceEngine {
     if (compiled === undefined) return
     await this.loadCodes(audience.sourceId)
     this.codesLoadedAt.set(audience.sourceId, Date.now())
-    // Users with history matter for event conditions, users with a profile for trait conditions.
-    const phases = [...(compiled.events.size > 0 ? ['history'] : []), ...(compiled.traits.size > 0 ? ['profiles'] : [])]
-    let phase = phases.includes(state.buildPhase) ? state.buildPhase : phases[0]
+    // Every user with history or traits has a profile hash: one scan finds them all.
     let cursor = state.buildCursor
-    while (phase !== undefined) {
-      const pattern = phase === 'history' ? keys.historyPattern(audience.sourceId) : keys.profilePattern(audience.sourceId)
-      do {
-        const [next, found] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', CHUNK)
-        if (found.length > 0) {
-          const affected: Affected = new Map()
-          for (const key of found) affected.set(key.slice(key.lastIndexOf('{') + 1, -1), new Set([compiled]))
-          await this.reevaluate(audience.sourceId, affected, 'build')
-        }
-        cursor = next
-        // Resumable: a crash continues from the last finished chunk.
-        await audiences.setState(audience.id, { buildPhase: phase, buildCursor: cursor })
-      } while (cursor !== '0')
-      phase = phases[phases.indexOf(phase) + 1]
-      if (phase !== undefined) await audiences.setState(audience.id, { buildPhase: phase, buildCursor: '0' })
-    }
+    do {
+      const [next, found] = await redis.scan(cursor, 'MATCH', keys.profilePattern(audience.sourceId), 'COUNT', CHUNK)
+      if (found.length > 0) {
+        const affected: Affected = new Map()
+        for (const key of found) affected.set(key.slice(key.lastIndexOf('{') + 1, -1), new Set([compiled]))
+        await this.reevaluate(audience.sourceId, affected, 'build')
+      }
+      cursor = next
+      // Resumable: a crash continues from the last finished chunk.
+      await audiences.setState(audience.id, { buildCursor: cursor })
+    } while (cursor !== '0')
     await audiences.setState(audience.id, { built: true, status: 'syncing' })
   }
 

@@ -31,6 +31,7 @@ export default fp(async (app) => {
     ingestQueue: app.queues.ingest,
     syncQueue,
     retentionMs: config.historyRetentionMs,
+    legacyFormat: async (sourceId) => (await app.destinations.forSource(sourceId)).some((d) => d.settings.apiFormat === 'offline-conversions'),
     now: app.now,
     log: app.log
   })
@@ -58,4 +59,4 @@ export default fp(async (app) => {
     await connection?.quit().catch(() => connection?.disconnect())
     await syncQueue.close()
   })
-}, { name: 'audience-engine', dependencies: ['audiences', 'profiles', 'queues'] })
+}, { name: 'audience-engine', dependencies: ['audiences', 'profiles', 'queues', 'destinations'] })

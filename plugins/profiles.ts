@@ -4,10 +4,18 @@ import { hashedTraitKeys, type MatchKeys } from '../src/facebook/match-keys.js'
 import type { RedisKeys } from '../src/keys.js'
 import { MATCH_KEY_TRAITS } from '../src/audiences/key.js'
 
-/** Hashed match keys of a profile: each a SHA-256, kept as 32 raw bytes (half the hex). */
-const SINGLE_KEYS = ['ge', 'fn', 'ln', 'ct', 'st', 'zp', 'country', 'db', 'doby', 'dobm', 'dobd'] as const
-const LIST_KEYS = ['em', 'ph'] as const
+// Hashed match keys: one field each, named by one letter (a list's further values get a digit:
+// `e`, `e1`, `e2`), the SHA-256 as 32 raw bytes (half the hex). Short names and values of at most
+// 64 bytes keep the hash in Redis's compact listpack encoding.
+const MATCH_KEY_FIELDS: Readonly<Record<string, string>> = {
+  em: 'e', ph: 'p', ge: 'g', fn: 'f', ln: 'l', ct: 'c', st: 's', zp: 'z', country: 'n', db: 'b', doby: 'y', dobm: 'm', dobd: 'd'
+}
+const FIELD_KEYS: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(MATCH_KEY_FIELDS).map(([key, field]) => [field, key]))
+const LIST_KEYS: ReadonlySet<string> = new Set(['em', 'ph'])
+// The legacy format's birthday parts: kept only for sources with a destination in that format.
+const LEGACY_ONLY: ReadonlySet<string> = new Set(['doby', 'dobm', 'dobd'])
 const MATCH_KEY_TRAIT_SET: ReadonlySet<string> = new Set(MATCH_KEY_TRAITS)
+const MAX_LIST = 10
 
 export interface Profile {
   matchKeys: MatchKeys
@@ -17,19 +25,23 @@ export interface Profile {
   audiences: Record<string, boolean>
 }
 
-/** Profile hash fields: `k:<matchKey>` raw hashes, `t:<trait>` JSON, `a:<audienceKey>` '1' | '0'. */
-export function profileFields (traits: Record<string, unknown> | undefined): Record<string, string | Buffer> {
+export function matchKeyFields (keys: MatchKeys, legacyBirthday = true): Record<string, Buffer> {
+  const fields: Record<string, Buffer> = {}
+  for (const [name, field] of Object.entries(MATCH_KEY_FIELDS)) {
+    if (!legacyBirthday && LEGACY_ONLY.has(name)) continue
+    const value = keys[name as keyof MatchKeys]
+    if (value === undefined) continue
+    const list = Array.isArray(value) ? value.slice(0, MAX_LIST) : [value]
+    list.forEach((hex, i) => { fields[i === 0 ? field : `${field}${i}`] = Buffer.from(hex, 'hex') })
+  }
+  return fields
+}
+
+/** An identify's profile fields: the match-key hashes, and `t:<trait>` JSON for the other traits. */
+export function profileFields (traits: Record<string, unknown> | undefined, options: { legacyBirthday?: boolean } = {}): Record<string, string | Buffer> {
   const fields: Record<string, string | Buffer> = {}
   if (traits === undefined) return fields
-  const keys = hashedTraitKeys(traits)
-  for (const name of LIST_KEYS) {
-    const list = keys[name]
-    if (list !== undefined && list.length > 0) fields[`k:${name}`] = Buffer.concat(list.map((hex) => Buffer.from(hex, 'hex')))
-  }
-  for (const name of SINGLE_KEYS) {
-    const value = keys[name]
-    if (value !== undefined) fields[`k:${name}`] = Buffer.from(value, 'hex')
-  }
+  Object.assign(fields, matchKeyFields(hashedTraitKeys(traits), options.legacyBirthday ?? true))
   for (const [name, value] of Object.entries(traits)) {
     // No raw PII at rest: match-key traits live only as the hashes above.
     if (MATCH_KEY_TRAIT_SET.has(name) || value === undefined) continue
@@ -38,22 +50,21 @@ export function profileFields (traits: Record<string, unknown> | undefined): Rec
   return fields
 }
 
+/** The profile part of a profile hash (history fields `h:`/`w:` are the engine's). */
 export function readProfile (raw: Record<string, Buffer> | null | undefined): Profile {
   const profile: Profile = { matchKeys: {}, traits: {}, audiences: {} }
   if (raw === null || raw === undefined) return profile
   for (const [field, value] of Object.entries(raw)) {
+    const matchKey = FIELD_KEYS[field[0]]
+    if (matchKey !== undefined && (field.length === 1 || /^[0-9]$/.test(field.slice(1)))) {
+      const hex = value.toString('hex')
+      if (LIST_KEYS.has(matchKey)) ((profile.matchKeys as Record<string, string[]>)[matchKey] ??= []).push(hex)
+      else (profile.matchKeys as Record<string, string>)[matchKey] = hex
+      continue
+    }
     const kind = field.slice(0, 2)
     const name = field.slice(2)
-    if (kind === 'k:') {
-      const hex = value.toString('hex')
-      if (name === 'em' || name === 'ph') {
-        const list: string[] = []
-        for (let i = 0; i < hex.length; i += 64) list.push(hex.slice(i, i + 64))
-        profile.matchKeys[name] = list
-      } else {
-        (profile.matchKeys as Record<string, string>)[name] = hex
-      }
-    } else if (kind === 't:') {
+    if (kind === 't:') {
       try { profile.traits[name] = JSON.parse(value.toString('utf8')) } catch { /* a corrupt trait is skipped */ }
     } else if (kind === 'a:') {
       profile.audiences[name] = value.toString() === '1'

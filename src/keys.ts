@@ -17,11 +17,9 @@ export function redisKeys (prefix: string) {
     destinationStats: (destinationId: string) => `${prefix}:dstats:{${destinationId}}`,
     deadLetters: (destinationId: string) => `${prefix}:dead-letters:{${destinationId}}`,
     oauthState: (state: string) => `${prefix}:oauth-state:${state}`,
-    // Profiles and history spread by user: one hash slot per user, not per source.
+    // Profiles (with their event history) spread by user: one hash slot per user, not per source.
     profile: (sourceId: string, profileId: string) => `${prefix}:profile:${sourceId}:{${profileId}}`,
     profilePattern: (sourceId: string) => `${prefix}:profile:${sourceId}:*`,
-    history: (sourceId: string, profileId: string) => `${prefix}:history:${sourceId}:{${profileId}}`,
-    historyPattern: (sourceId: string) => `${prefix}:history:${sourceId}:*`,
     anonymousLink: (sourceId: string, anonymousId: string) => `${prefix}:anon:${sourceId}:{${anonymousId}}`,
     eventCodes: (sourceId: string) => `${prefix}:event-codes:${sourceId}`,
     audiences: `${prefix}:audiences`,
