@@ -45,10 +45,28 @@ export function isPlainObject (value: unknown): value is Record<string, unknown>
 
 /** Parses an ISO-8601 time the way Segment does; `undefined` when absent, `null` when invalid. */
 export function parseTime (value: unknown): DateTime | undefined | null {
+  const ms = parseTimeMs(value)
+  return ms === undefined || ms === null ? ms : DateTime.fromMillis(ms, { zone: 'utc' })
+}
+
+// What every official client sends (`2024-05-01T12:00:00.000Z`, or with an offset): Date.parse
+// reads it exactly and ten times faster than luxon. Every other ISO-8601 form goes to luxon.
+const CANONICAL_ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?(?:Z|[+-]\d{2}:\d{2})$/
+
+/** An ISO-8601 time in ms; `undefined` when absent, `null` when invalid. */
+export function parseTimeMs (value: unknown): number | undefined | null {
   if (value === undefined || value === null) return undefined
   if (typeof value !== 'string') return null
+  if (CANONICAL_ISO.test(value)) {
+    const ms = Date.parse(value)
+    if (!Number.isNaN(ms)) return ms
+  }
   const time = DateTime.fromISO(value, { zone: 'utc' })
-  return time.isValid ? time : null
+  return time.isValid ? time.toMillis() : null
+}
+
+function iso (ms: number): string {
+  return new Date(ms).toISOString()
 }
 
 function fail (error: string, raw: Record<string, unknown>): Prepared {
@@ -113,25 +131,26 @@ export function prepareMessage (raw: unknown, envelope: RequestEnvelope): Prepar
     if (raw[field] !== undefined && raw[field] !== null && typeof raw[field] !== 'string') return fail(`${field} must be a string`, raw)
   }
 
-  const clientTime = parseTime(raw.timestamp)
+  const clientTime = parseTimeMs(raw.timestamp)
   if (clientTime === null) return fail('timestamp must be an ISO-8601 date-time', raw)
-  const ownSentAt = parseTime(raw.sentAt)
+  const ownSentAt = parseTimeMs(raw.sentAt)
   if (ownSentAt === null) return fail('sentAt must be an ISO-8601 date-time', raw)
   // The browser puts sentAt on each message; server libraries put it on the batch.
-  const sentAt = ownSentAt ?? envelope.sentAt
-  const receivedAt = envelope.receivedAt
+  const sentAt = ownSentAt ?? envelope.sentAt?.toMillis()
+  const receivedAt = envelope.receivedAt.toMillis()
   const originalTimestamp = clientTime ?? receivedAt
+  // Segment's clock-skew correction, in ms: timestamp = receivedAt − (sentAt − originalTimestamp).
   const timestamp = clientTime !== undefined && sentAt !== undefined
-    ? receivedAt.minus(sentAt.diff(clientTime))
+    ? receivedAt - (sentAt - clientTime)
     : originalTimestamp
 
   const message: SegmentMessage = {
     ...raw,
     type,
     messageId,
-    timestamp: timestamp.toISO()!,
-    originalTimestamp: originalTimestamp.toISO()!,
-    receivedAt: receivedAt.toISO()!
+    timestamp: iso(timestamp),
+    originalTimestamp: iso(originalTimestamp),
+    receivedAt: iso(receivedAt)
   }
   // The write key authenticates the request; it is not part of the message we keep.
   delete message.writeKey
@@ -143,7 +162,7 @@ export function prepareMessage (raw: unknown, envelope: RequestEnvelope): Prepar
   else delete message.anonymousId
   if (type === 'group') message.groupId = idString(raw.groupId)
   if (type === 'alias') message.previousId = idString(raw.previousId)
-  if (sentAt !== undefined) message.sentAt = sentAt.toISO()!
+  if (sentAt !== undefined) message.sentAt = iso(sentAt)
   if (envelope.context !== undefined) message.context = { ...envelope.context, ...(raw.context as Record<string, unknown> | undefined) }
   if (envelope.integrations !== undefined) message.integrations = { ...envelope.integrations, ...(raw.integrations as Record<string, unknown> | undefined) }
   return { ok: true, message }
