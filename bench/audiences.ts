@@ -109,7 +109,7 @@ try {
   for (let i = 1; i <= historySample; i++) {
     const key = app.keys.profile(source.id, `user-${i + 3}`)
     const fields = await probe.hkeys(key)
-    const withoutHistory = fields.filter((f) => f.startsWith('h:') || f === 'p')
+    const withoutHistory = fields.filter((f) => f.startsWith('h:') || f === '_p')
     const before = await sample(key)
     await probe.hdel(key, ...withoutHistory)
     historyBytes += before - await sample(key)

@@ -72,7 +72,7 @@ const HISTORY_ADD = `
 local today = ARGV[1]
 local oldest = tonumber(ARGV[2])
 for i = 3, #ARGV do redis.call('HINCRBY', KEYS[1], ARGV[i], 1) end
-if redis.call('HGET', KEYS[1], 'p') ~= today then
+if redis.call('HGET', KEYS[1], '_p') ~= today then
   for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
     local kind = string.sub(field, 1, 2)
     if kind == 'h:' or kind == 'w:' then
@@ -80,7 +80,7 @@ if redis.call('HGET', KEYS[1], 'p') ~= today then
       if day ~= nil and day < oldest then redis.call('HDEL', KEYS[1], field) end
     end
   end
-  redis.call('HSET', KEYS[1], 'p', today)
+  redis.call('HSET', KEYS[1], '_p', today)
 end
 return 1`
 

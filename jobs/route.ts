@@ -1,7 +1,7 @@
 import type { Queue } from 'bullmq'
 import type { DestinationStore, StatsDelta } from '../plugins/destinations.js'
 import { DESTINATION_NAME, DESTINATION_TYPE } from '../src/facebook/settings.js'
-import { transformTrack, type InvalidReason, type TransformOptions } from '../src/facebook/transform.js'
+import { audienceEntryConversion, transformTrack, type InvalidReason, type TransformOptions, type TransformResult } from '../src/facebook/transform.js'
 import { isDestinationEnabled } from '../src/segment/integrations.js'
 import type { SegmentMessage } from '../src/segment/types.js'
 import type { IngestStage } from './ingest.js'
@@ -14,8 +14,33 @@ export interface RouteDependencies {
   destinations: DestinationStore
   deliverQueue: Queue<DeliverJobData>
   now?: () => number
-  /** Extra transform inputs for a user (profile match keys, audience properties): step 3. */
-  enrich?: (sourceId: string, message: SegmentMessage) => Promise<Pick<TransformOptions, 'profileKeys' | 'audienceProperties'>>
+  /**
+   * The profile's part in each message's conversions — match keys the message lacks, the user's
+   * audience properties — read for all of a job's messages at once.
+   */
+  enrich?: (sourceId: string, messages: SegmentMessage[]) => Promise<Map<SegmentMessage, Enrichment>>
+}
+
+export type Enrichment = Pick<TransformOptions, 'profileKeys' | 'audienceProperties'>
+
+interface Personas { computation_class?: unknown, computation_key?: unknown }
+
+/**
+ * An audience change (ours, or a real Engage workspace's identify): the audience key and the new
+ * membership, when the message is one.
+ */
+function audienceChange (message: SegmentMessage): { key: string, member: boolean } | undefined {
+  if (message.type !== 'identify') return undefined
+  const personas = (message.context as { personas?: Personas } | undefined)?.personas
+  if (personas?.computation_class !== 'audience' || typeof personas.computation_key !== 'string') return undefined
+  const member = message.traits?.[personas.computation_key]
+  return typeof member === 'boolean' ? { key: personas.computation_key, member } : undefined
+}
+
+/** Our audience syncs name the destinations they are for (`context.relay.destinationIds`). */
+function addressedTo (message: SegmentMessage, destinationId: string): boolean {
+  const ids = (message.context as { relay?: { destinationIds?: unknown } } | undefined)?.relay?.destinationIds
+  return !Array.isArray(ids) || ids.includes(destinationId)
 }
 
 /**
@@ -32,24 +57,38 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
     const deltas = new Map<string, StatsDelta>()
     const jobs: Array<{ name: string, data: DeliverJobData }> = []
     const at = now()
-    const enrichment = new Map<SegmentMessage, Awaited<ReturnType<NonNullable<RouteDependencies['enrich']>>>>()
+    const needsProfile = messages.filter((m) => m.type === 'track' || audienceChange(m)?.member === true)
+    const enrichment = deps.enrich === undefined || needsProfile.length === 0 ? new Map<SegmentMessage, Enrichment>() : await deps.enrich(sourceId, needsProfile)
 
     for (const destination of destinations) {
       const delta = { received: 0, filtered: 0, invalid: {} as Partial<Record<InvalidReason, number>> }
       deltas.set(destination.id, delta)
       const byDataset = new Map<string, QueuedConversion[]>()
       for (const message of messages) {
-        if (message.type !== 'track' || !isDestinationEnabled(message.integrations, DESTINATION_NAME)) {
+        if (!isDestinationEnabled(message.integrations, DESTINATION_NAME) || !addressedTo(message, destination.id)) {
           delta.received++
           delta.filtered++
           continue
         }
-        let extra = enrichment.get(message)
-        if (extra === undefined && deps.enrich !== undefined) {
-          extra = await deps.enrich(sourceId, message)
-          enrichment.set(message, extra)
+        let results: TransformResult[] = []
+        if (message.type === 'track') {
+          results = transformTrack(message, destination.settings, { now: at, ...enrichment.get(message) })
+        } else {
+          // An identify never makes a request to Meta by itself; an audience entry (false → true)
+          // sends one conversion where the destination maps that audience (audienceEntryEvents).
+          const change = audienceChange(message)
+          const datasetId = change?.member === true ? destination.settings.audienceEntryEvents[change.key] : undefined
+          if (datasetId !== undefined) {
+            results = [audienceEntryConversion({
+              audienceKey: change!.key,
+              datasetId,
+              messageId: message.messageId,
+              timestamp: message.timestamp,
+              userId: message.userId,
+              profileKeys: enrichment.get(message)?.profileKeys
+            }, destination.settings, at)]
+          }
         }
-        const results = transformTrack(message, destination.settings, { now: at, ...extra })
         if (results.length === 0) {
           delta.received++
           delta.filtered++
@@ -67,10 +106,11 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
           list.push({ eventId, eventName, eventTime, payload })
         }
       }
-      const max = MAX_EVENTS[destination.settings.apiFormat]
+      const apiFormat = destination.settings.apiFormat
+      const max = MAX_EVENTS[apiFormat]
       for (const [datasetId, conversions] of byDataset) {
         for (let i = 0; i < conversions.length; i += max) {
-          jobs.push({ name: 'conversions', data: { destinationId: destination.id, datasetId, conversions: conversions.slice(i, i + max) } })
+          jobs.push({ name: 'conversions', data: { destinationId: destination.id, datasetId, apiFormat, conversions: conversions.slice(i, i + max) } })
         }
       }
     }

@@ -3,7 +3,8 @@ import fp from 'fastify-plugin'
 import { Redis } from 'ioredis'
 import { createDeliverProcessor } from '../jobs/deliver.js'
 import { DELIVER_QUEUE, type DeliverJobData } from '../jobs/queues.js'
-import { createRouteStage } from '../jobs/route.js'
+import { createRouteStage, type Enrichment } from '../jobs/route.js'
+import type { SegmentMessage } from '../src/segment/types.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -46,7 +47,28 @@ export default fp(async (app) => {
   let worker: Worker<DeliverJobData> | undefined
   let connection: Redis | undefined
   if (config.ROLE !== 'api') {
-    app.workers.ingestStages.push(createRouteStage({ destinations: app.destinations, deliverQueue }))
+    app.workers.ingestStages.push(createRouteStage({
+      destinations: app.destinations,
+      deliverQueue,
+      now: app.now,
+      // "The more user information you send, the better the attribution": a conversion gets the
+      // match keys its message lacks, and the user's audience properties, from the profile.
+      enrich: async (sourceId, messages) => {
+        const profileIds = await app.profiles.identities(sourceId, messages)
+        const wanted = [...new Set(profileIds.filter((id): id is string => id !== undefined))]
+        const profiles = new Map((await app.profiles.getMany(sourceId, wanted)).map((profile, i) => [wanted[i], profile]))
+        const enrichment = new Map<SegmentMessage, Enrichment>()
+        messages.forEach((message, i) => {
+          const profileId = profileIds[i]
+          const profile = profileId === undefined ? undefined : profiles.get(profileId)
+          if (profile === undefined) return
+          // An anonymous message of a known user carries the user's id too (anonymousId linked).
+          const profileKeys = profileId!.startsWith('anon:') ? profile.matchKeys : { ...profile.matchKeys, external_id: profileId }
+          enrichment.set(message, { profileKeys, audienceProperties: profile.audiences })
+        })
+        return enrichment
+      }
+    }))
     connection = new Redis(config.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
     connection.on('error', () => {})
     worker = new Worker<DeliverJobData>(DELIVER_QUEUE, createDeliverProcessor({
@@ -62,6 +84,13 @@ export default fp(async (app) => {
       connection,
       prefix: app.keys.queuePrefix,
       concurrency: config.DELIVER_CONCURRENCY,
+      lockDuration: config.STALLED_INTERVAL_MS,
+      stalledInterval: config.STALLED_INTERVAL_MS,
+      // BullMQ fails a job whose worker died more than once (maxStalledCount 1), and the
+      // processor never sees it again: its conversions would stay "retrying", neither sent nor
+      // dead-lettered. Running a deliver job again is safe (Meta de-duplicates by event_id), so a
+      // worker dying mid-request counts like a transient error: as many times as the attempts.
+      maxStalledCount: config.DELIVER_ATTEMPTS,
       autorun: false,
       settings: {
         // Exponential backoff with full jitter, capped: retries spread out instead of arriving together.
@@ -84,4 +113,4 @@ export default fp(async (app) => {
     await connection?.quit().catch(() => connection?.disconnect())
     await deliverQueue.close()
   })
-}, { name: 'delivery', dependencies: ['destinations', 'redis'] })
+}, { name: 'delivery', dependencies: ['destinations', 'redis', 'profiles'] })
