@@ -1,8 +1,9 @@
 import { createHmac, randomBytes } from 'node:crypto'
 import { DelayedError, type Job, type Queue } from 'bullmq'
-import type { DeadLetter, DestinationStore, StoredDestination } from '../plugins/destinations.js'
+import { Duration } from 'luxon'
+import { UnreadableTokenError, type DeadLetter, type DestinationStore, type StoredDestination } from '../plugins/destinations.js'
 import { classifyGraphResponse, networkFailure, type GraphError, type GraphOutcome } from '../src/facebook/graph-response.js'
-import { graphVersion } from '../src/facebook/settings.js'
+import { graphVersion, type FacebookSettings } from '../src/facebook/settings.js'
 import { checkEventTime, type InvalidReason } from '../src/facebook/transform.js'
 import type { DeliverJobData, QueuedConversion } from './queues.js'
 
@@ -29,7 +30,7 @@ export type DeliverResult =
   | { dropped: string }
 
 /** POSTs one request: `data`, `upload_tag`, `access_token` in the body (never the URL). */
-async function postConversions (deps: DeliverDependencies, destination: StoredDestination, datasetId: string, token: string, conversions: QueuedConversion[]): Promise<GraphOutcome> {
+async function postConversions (deps: DeliverDependencies, destination: StoredDestination, version: string, datasetId: string, token: string, conversions: QueuedConversion[]): Promise<GraphOutcome> {
   const body: Record<string, unknown> = {
     data: conversions.map((c) => c.payload),
     upload_tag: destination.settings.uploadTag,
@@ -38,7 +39,7 @@ async function postConversions (deps: DeliverDependencies, destination: StoredDe
   if (destination.settings.testEventCode !== undefined) body.test_event_code = destination.settings.testEventCode
   // With an app secret, Graph calls carry appsecret_proof (apps can make it mandatory).
   if (deps.appSecret !== undefined) body.appsecret_proof = createHmac('sha256', deps.appSecret).update(token).digest('hex')
-  const url = `${deps.graphUrl.replace(/\/$/, '')}/${graphVersion(destination.settings)}/${datasetId}/events`
+  const url = `${deps.graphUrl.replace(/\/$/, '')}/${version}/${datasetId}/events`
   let response: Response
   let payload: unknown
   try {
@@ -55,12 +56,13 @@ async function postConversions (deps: DeliverDependencies, destination: StoredDe
   return classifyGraphResponse(response.status, payload, response.headers)
 }
 
-function deadLetters (datasetId: string, conversions: QueuedConversion[], error: GraphError): DeadLetter[] {
+function deadLetters (datasetId: string, apiFormat: FacebookSettings['apiFormat'], conversions: QueuedConversion[], error: GraphError): DeadLetter[] {
   const failedAt = new Date().toISOString()
   return conversions.map((c) => ({
     id: `dl_${randomBytes(8).toString('hex')}`,
     failedAt,
     datasetId,
+    apiFormat,
     eventName: c.eventName,
     eventId: c.eventId,
     error,
@@ -90,6 +92,8 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
     if (destination === undefined) return { dropped: 'destination deleted' }
     const store = deps.destinations
     const at = now()
+    // The payloads' own format decides the version (apiFormat may have changed since they were made).
+    const apiFormat = job.data.apiFormat ?? destination.settings.apiFormat
 
     // Events can age out while held back: Meta refuses them after 62 days (checked at every send).
     const expired = new Map<InvalidReason, number>()
@@ -111,18 +115,35 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
       return postpone(job, lockToken, pausedUntil + Math.floor(Math.random() * 1000))
     }
 
-    const token = destination.authStatus === 'ok' ? await store.accessToken(destinationId) : undefined
+    let token: string | undefined
+    let tokenProblem: string | undefined
+    if (destination.authStatus === 'ok') {
+      try {
+        token = await store.accessToken(destinationId)
+      } catch (err) {
+        // A token stored by a replica with another SECRET_KEY: hold the conversions as for a
+        // missing token (fixing the key or setting the token again releases them) and say why,
+        // rather than failing the job, which would leave them stuck, neither sent nor dead-lettered.
+        if (!(err instanceof UnreadableTokenError)) throw err
+        tokenProblem = err.message
+        log.warn({ destinationId }, tokenProblem)
+        await store.count(new Map(), { destinationId, lastError: { message: tokenProblem, at: new Date(at).toISOString() } })
+      }
+    }
     if (token === undefined) {
       if (at - job.timestamp > deps.holdMaxMs) {
-        const error: GraphError = { message: destination.authStatus === 'ok' ? 'no access token was set within 7 days' : `held for 7 days: ${destination.authMessage ?? destination.authStatus}` }
-        await store.addDeadLetters(destinationId, deadLetters(datasetId, conversions, error), error)
+        // Say how long they really waited: HOLD_MAX is configurable (7 days by default).
+        const held = Duration.fromMillis(deps.holdMaxMs).rescale().toHuman()
+        const reason = tokenProblem ?? (destination.authStatus === 'ok' ? 'no access token was set' : destination.authMessage ?? destination.authStatus)
+        const error: GraphError = { message: `held for ${held} (HOLD_MAX): ${reason}` }
+        await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, error), error)
         return { deadLettered: conversions.length }
       }
       await store.hold(destinationId, job.id!)
       return postpone(job, lockToken, at + deps.holdRecheckMs)
     }
 
-    const outcome = await postConversions(deps, destination, datasetId, token, conversions)
+    const outcome = await postConversions(deps, destination, graphVersion({ ...destination.settings, apiFormat }), datasetId, token, conversions)
     switch (outcome.kind) {
       case 'delivered':
         await store.count(new Map([[destinationId, { delivered: conversions.length }]]), { destinationId, lastSuccessAt: new Date(now()).toISOString() })
@@ -136,6 +157,10 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
       }
       case 'reauthorize':
       case 'permission': {
+        // Meta's answer is about the token this request carried. If a new one was set while the
+        // request was in flight, marking the destination now would hold everything behind a
+        // good token: try again with the new one instead.
+        if (await store.accessToken(destinationId).catch(() => undefined) !== token) return postpone(job, lockToken, now())
         const authStatus = outcome.kind === 'reauthorize' ? 'needs_reauthorization' : 'permission_denied'
         log.warn({ destinationId, error: outcome.error }, `Meta refused the token: destination ${authStatus}, conversions held until a token is set`)
         await store.update(destinationId, { authStatus, authMessage: outcome.error.message })
@@ -146,24 +171,24 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
       case 'invalid_event': {
         // Meta: one invalid event fails the whole request — split until the bad ones stand alone.
         if (conversions.length === 1) {
-          await store.addDeadLetters(destinationId, deadLetters(datasetId, conversions, outcome.error), outcome.error)
+          await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, outcome.error), outcome.error)
           return { deadLettered: 1 }
         }
         const half = Math.ceil(conversions.length / 2)
         await deps.deliverQueue.addBulk([conversions.slice(0, half), conversions.slice(half)].map((part) => ({
           name: 'conversions',
-          data: { destinationId, datasetId, conversions: part }
+          data: { destinationId, datasetId, apiFormat, conversions: part }
         })))
         return { split: 2 }
       }
       case 'permanent':
-        await store.addDeadLetters(destinationId, deadLetters(datasetId, conversions, outcome.error), outcome.error)
+        await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, outcome.error), outcome.error)
         return { deadLettered: conversions.length }
       case 'transient': {
         const attempts = job.opts.attempts ?? 1
         if (job.attemptsMade + 1 >= attempts) {
           // Out of attempts (hours of backoff): dead-letter, from where they can be replayed.
-          await store.addDeadLetters(destinationId, deadLetters(datasetId, conversions, outcome.error), outcome.error)
+          await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, outcome.error), outcome.error)
           return { deadLettered: conversions.length }
         }
         await store.count(new Map(), { destinationId, lastError: { ...outcome.error, at: new Date(now()).toISOString() } })

@@ -1,4 +1,5 @@
 import type { JobsOptions } from 'bullmq'
+import type { FacebookSettings } from '../src/facebook/settings.js'
 import type { SegmentMessage } from '../src/segment/types.js'
 
 export const QUEUE_NAMES = {
@@ -36,5 +37,11 @@ export interface QueuedConversion {
 export interface DeliverJobData {
   destinationId: string
   datasetId: string
+  /**
+   * The format the payloads were written in. It decides the Graph version, so conversions queued
+   * before `apiFormat` changes still go where Meta takes them. Absent on jobs queued by older
+   * builds: the destination's current setting.
+   */
+  apiFormat?: FacebookSettings['apiFormat']
   conversions: QueuedConversion[]
 }

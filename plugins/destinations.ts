@@ -49,6 +49,8 @@ export interface DeadLetter {
   datasetId: string
   eventName: string
   eventId: string
+  /** The payload's format (absent on letters written by older builds: the destination's setting). */
+  apiFormat?: FacebookSettings['apiFormat']
   error: GraphError
   payload: Record<string, unknown>
 }
@@ -64,6 +66,9 @@ export interface StatsDelta {
 
 // Dead letters kept per destination (newest first); older ones are trimmed, still counted.
 export const MAX_DEAD_LETTERS = 100_000
+
+/** A stored token that this process cannot decrypt: a replica with another SECRET_KEY stored it. */
+export class UnreadableTokenError extends Error {}
 
 export function destinationStatus (stored: StoredDestination): DestinationStatus {
   if (!stored.enabled) return 'disabled'
@@ -154,9 +159,15 @@ export class DestinationStore {
     await this.redis.del(this.keys.accessToken(id))
   }
 
+  /** Throws UnreadableTokenError when the token was stored under another SECRET_KEY. */
   async accessToken (id: string): Promise<string | undefined> {
     const stored = await this.redis.get(this.keys.accessToken(id))
-    return stored === null ? undefined : decryptSecret(stored, this.secret)
+    if (stored === null) return undefined
+    try {
+      return decryptSecret(stored, this.secret)
+    } catch (err) {
+      throw new UnreadableTokenError('the stored access token cannot be decrypted with this process\'s SECRET_KEY: every replica must share one (or set the token again)', { cause: err })
+    }
   }
 
   async hasAccessToken (id: string): Promise<boolean> {
@@ -251,15 +262,24 @@ export class DestinationStore {
   /** Takes dead letters out for a replay (all, or those with the given ids); they count as retrying again. */
   async takeDeadLetters (id: string, ids?: string[]): Promise<DeadLetter[]> {
     const key = this.keys.deadLetters(id)
-    const all = (await this.redis.lrange(key, 0, -1)).map((item) => JSON.parse(item) as DeadLetter)
-    const wanted = ids === undefined ? all : all.filter((l) => ids.includes(l.id))
-    if (wanted.length === 0) return []
-    const pipeline = this.redis.multi()
-    if (ids === undefined) pipeline.del(key)
-    else for (const letter of wanted) pipeline.lrem(key, 1, JSON.stringify(letter))
-    pipeline.hincrby(this.keys.destinationStats(id), 'deadLettered', -wanted.length)
-    await pipeline.exec()
-    return wanted
+    let taken: string[]
+    if (ids === undefined) {
+      // Read and delete in one transaction: a letter the worker adds in between would otherwise
+      // be deleted unread — gone from the list, never replayed.
+      const [[, items]] = (await this.redis.multi().lrange(key, 0, -1).del(key).exec()) as [[Error | null, string[]], unknown]
+      taken = items
+    } else {
+      const wanted = new Set(ids)
+      const candidates = (await this.redis.lrange(key, 0, -1)).filter((item) => wanted.has((JSON.parse(item) as DeadLetter).id))
+      if (candidates.length === 0) return []
+      // Only the letters this call removed are replayed: two concurrent retries send each once.
+      const multi = this.redis.multi()
+      for (const item of candidates) multi.lrem(key, 1, item)
+      const results = await multi.exec()
+      taken = candidates.filter((_, i) => results?.[i]?.[1] === 1)
+    }
+    if (taken.length > 0) await this.redis.hincrby(this.keys.destinationStats(id), 'deadLettered', -taken.length)
+    return taken.map((item) => JSON.parse(item) as DeadLetter)
   }
 
   async toPublic (stored: StoredDestination): Promise<Destination> {

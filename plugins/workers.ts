@@ -23,6 +23,8 @@ export default fp(async (app) => {
     connection,
     prefix: app.keys.queuePrefix,
     concurrency: app.config.INGEST_CONCURRENCY,
+    lockDuration: app.config.STALLED_INTERVAL_MS,
+    stalledInterval: app.config.STALLED_INTERVAL_MS,
     autorun: false
   })
   ingest.on('failed', (job, err) => app.log.error({ err, jobId: job?.id, attempts: job?.attemptsMade }, 'ingest job failed'))

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { StoredDestination } from '../../plugins/destinations.js'
 import { MAX_EVENTS } from '../../jobs/route.js'
-import { DESTINATION_TYPE, FacebookSettingsSchema, parseFacebookSettings } from '../facebook/settings.js'
+import { DESTINATION_TYPE, FacebookSettingsSchema, parseFacebookSettings, type FacebookSettings } from '../facebook/settings.js'
 import { ADMIN_ERRORS, AdminError, ref } from './schemas.js'
 
 const DestinationParams = Type.Object({ destinationId: Type.String({ description: 'Destination id (dst_…)' }) })
@@ -45,11 +45,20 @@ const Failure = Type.Object({
 
 /** Admin API for destinations (Facebook Offline Conversions). */
 const destinations: FastifyPluginAsyncTypebox = async (app) => {
-  app.addHook('preHandler', app.requireAdmin)
+  // onRequest, not preHandler (which runs after validation): a caller without the token gets
+  // 401, not a 400 that describes the schema — as the sources routes do.
+  app.addHook('onRequest', app.requireAdmin)
   const security = [{ adminToken: [] }]
   const store = app.destinations
   const notFound = (id: string) => ({ statusCode: 404, error: 'Not Found', message: `destination ${id} does not exist` })
   const badRequest = (message: string) => ({ statusCode: 400, error: 'Bad Request', message })
+  // Unknown fields are refused, not dropped: a typo such as `enable: false` would otherwise
+  // leave the destination on and sending.
+  const unknownFields = (body: unknown, allowed: string[]): string | undefined => {
+    if (body === null || typeof body !== 'object') return undefined
+    const unknown = Object.keys(body).filter((key) => !allowed.includes(key))
+    return unknown.length === 0 ? undefined : `${unknown.join(', ')}: not a field of a destination (${allowed.join(', ')})`
+  }
 
   async function load (id: string): Promise<StoredDestination | undefined> {
     return store.get(id)
@@ -74,6 +83,8 @@ const destinations: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request, reply) => {
     const body = request.body as { type?: unknown, name?: unknown, enabled?: unknown, settings?: unknown }
     if (body === null || typeof body !== 'object') return reply.code(400).send(badRequest('body must be an object'))
+    const unknown = unknownFields(body, ['type', 'name', 'enabled', 'settings'])
+    if (unknown !== undefined) return reply.code(400).send(badRequest(unknown))
     if (body.type !== DESTINATION_TYPE) return reply.code(400).send(badRequest(`type must be "${DESTINATION_TYPE}"`))
     if (body.name !== undefined && (typeof body.name !== 'string' || body.name === '')) return reply.code(400).send(badRequest('name must be a non-empty string'))
     if (body.enabled !== undefined && typeof body.enabled !== 'boolean') return reply.code(400).send(badRequest('enabled must be a boolean'))
@@ -93,10 +104,14 @@ const destinations: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.get('/v1/sources/:sourceId/destinations', {
-    schema: { tags: ['destinations'], summary: 'The source\'s destinations', security, params: SourceParams, response: { 200: Type.Object({ destinations: Type.Array(ref(DestinationSchema)) }), ...ADMIN_ERRORS } }
-  }, async (request) => ({
-    destinations: await Promise.all((await store.listForSource(request.params.sourceId)).map((d) => store.toPublic(d)))
-  }))
+    schema: { tags: ['destinations'], summary: 'The source\'s destinations', security, params: SourceParams, response: { 200: Type.Object({ destinations: Type.Array(ref(DestinationSchema)) }), 404: ref(AdminError), ...ADMIN_ERRORS } }
+  }, async (request, reply) => {
+    // A mistyped source id is a 404, not an empty list that reads as "no destinations".
+    if (await app.sources.get(request.params.sourceId) === undefined) {
+      return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `source ${request.params.sourceId} does not exist` })
+    }
+    return { destinations: await Promise.all((await store.listForSource(request.params.sourceId)).map((d) => store.toPublic(d))) }
+  })
 
   app.get('/v1/destinations/:destinationId', {
     schema: { tags: ['destinations'], summary: 'One destination, with its status', security, params: DestinationParams, response: { 200: ref(DestinationSchema), 404: ref(AdminError), ...ADMIN_ERRORS } }
@@ -109,7 +124,7 @@ const destinations: FastifyPluginAsyncTypebox = async (app) => {
   app.patch('/v1/destinations/:destinationId', {
     schema: {
       tags: ['destinations'],
-      summary: 'Change the name, enabled, or settings (top-level keys given replace the current ones)',
+      summary: 'Change the name, enabled, or settings (top-level keys given replace the current ones; null resets one to its default, or removes testEventCode)',
       security,
       params: DestinationParams,
       body: Type.Object({
@@ -118,6 +133,11 @@ const destinations: FastifyPluginAsyncTypebox = async (app) => {
         settings: Type.Optional(Type.Object({}, { additionalProperties: true }))
       }, { additionalProperties: false }),
       response: { 200: ref(DestinationSchema), 404: ref(AdminError), ...ADMIN_ERRORS }
+    },
+    // Before validation, which would silently drop unknown fields (Fastify's removeAdditional).
+    preValidation: async (request, reply) => {
+      const unknown = unknownFields(request.body, ['name', 'enabled', 'settings'])
+      if (unknown !== undefined) return reply.code(400).send(badRequest(unknown))
     }
   }, async (request, reply) => {
     const current = await load(request.params.destinationId)
@@ -126,7 +146,14 @@ const destinations: FastifyPluginAsyncTypebox = async (app) => {
     if (request.body.name !== undefined) changes.name = request.body.name
     if (request.body.enabled !== undefined) changes.enabled = request.body.enabled
     if (request.body.settings !== undefined) {
-      const parsed = parseFacebookSettings({ ...current.settings, ...request.body.settings })
+      // A merge patch (RFC 7396): null removes the key, so testEventCode can be turned off again
+      // (and any other setting goes back to its default).
+      const merged: Record<string, unknown> = { ...current.settings }
+      for (const [key, value] of Object.entries(request.body.settings)) {
+        if (value === null) delete merged[key]
+        else merged[key] = value
+      }
+      const parsed = parseFacebookSettings(merged)
       if ('error' in parsed) return reply.code(400).send(badRequest(parsed.error))
       changes.settings = parsed.settings
     }
@@ -194,6 +221,9 @@ const destinations: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.post('/v1/destinations/:destinationId/failures/retry', {
+    // The body is optional ("all of them"), but a schema'd body that is absent fails validation
+    // as "body must be object": a bare POST (curl -X POST) must retry everything.
+    preValidation: async (request) => { if (request.body === undefined || request.body === null) request.body = {} },
     schema: {
       tags: ['destinations'],
       summary: 'Send dead letters again (all, or the given ids)',
@@ -206,18 +236,22 @@ const destinations: FastifyPluginAsyncTypebox = async (app) => {
     const destination = await load(request.params.destinationId)
     if (destination === undefined) return reply.code(404).send(notFound(request.params.destinationId))
     const letters = await store.takeDeadLetters(destination.id, request.body?.ids)
-    const byDataset = new Map<string, typeof letters>()
+    // One request per dataset and payload format: letters keep the format they were written in
+    // (apiFormat may have changed since), which decides the Graph version and the batch limit.
+    const groups = new Map<string, { datasetId: string, apiFormat: FacebookSettings['apiFormat'], letters: typeof letters }>()
     for (const letter of letters) {
-      let list = byDataset.get(letter.datasetId)
-      if (list === undefined) byDataset.set(letter.datasetId, (list = []))
-      list.push(letter)
+      const apiFormat = letter.apiFormat ?? destination.settings.apiFormat
+      const key = `${apiFormat}:${letter.datasetId}`
+      let group = groups.get(key)
+      if (group === undefined) groups.set(key, (group = { datasetId: letter.datasetId, apiFormat, letters: [] }))
+      group.letters.push(letter)
     }
-    const max = MAX_EVENTS[destination.settings.apiFormat]
     const jobs = []
-    for (const [datasetId, list] of byDataset) {
+    for (const { datasetId, apiFormat, letters: list } of groups.values()) {
+      const max = MAX_EVENTS[apiFormat]
       for (let i = 0; i < list.length; i += max) {
         const conversions = list.slice(i, i + max).map((l) => ({ eventId: l.eventId, eventName: l.eventName, eventTime: Number(l.payload.event_time), payload: l.payload }))
-        jobs.push({ name: 'conversions', data: { destinationId: destination.id, datasetId, conversions } })
+        jobs.push({ name: 'conversions', data: { destinationId: destination.id, datasetId, apiFormat, conversions } })
       }
     }
     if (jobs.length > 0) await app.deliverQueue.addBulk(jobs)

@@ -77,6 +77,10 @@ const oauth: FastifyPluginAsyncTypebox = async (app) => {
     if (error !== undefined || code === undefined) {
       return reply.code(400).send(page('Not connected', `Facebook did not authorise the connection (${request.query.error_description ?? error ?? 'no code'}). The person connecting must be an admin of the Business Manager.`))
     }
+    // Deleted while its owner was on Facebook's dialog: storing a token would leave an orphan key.
+    if (await app.destinations.get(destinationId) === undefined) {
+      return reply.code(400).send(page('Not connected', 'This destination was deleted while it was being connected.'))
+    }
     try {
       const short = await exchange({ client_id: config.FACEBOOK_APP_ID!, client_secret: config.FACEBOOK_APP_SECRET!, redirect_uri: redirectUri!, code })
       const long = await exchange({ grant_type: 'fb_exchange_token', client_id: config.FACEBOOK_APP_ID!, client_secret: config.FACEBOOK_APP_SECRET!, fb_exchange_token: short })

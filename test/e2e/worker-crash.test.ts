@@ -1,0 +1,93 @@
+// A worker killed mid-delivery loses nothing: the API runs here (ROLE api), the worker in a child
+// process (ROLE worker) whose request to the fake Graph API is held in flight when it gets
+// SIGKILL. BullMQ's stalled-job check hands the job to the next worker, and the conversions are
+// delivered (a duplicate would be fine: Meta de-duplicates by event_id).
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { startFakeGraph } from '../fixtures/fake-graph.js'
+import { ADMIN_TOKEN, buildTestApp } from '../helpers/app.js'
+import {
+  assertAccounted, createDestination, deliveredEventIds, destinationStats, FAST_DELIVERY_ENV, sendBatch, settledStats,
+  track, waitFor
+} from '../helpers/delivery-setup.js'
+import { freshPrefix } from '../helpers/ingest-queue.js'
+import { startTestRedis } from '../helpers/redis.js'
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+const SETTINGS = { conversionEvents: { 'Order Completed': '1001' } }
+
+const redis = await startTestRedis()
+t.teardown(() => redis.close())
+
+interface Teardown { teardown: (fn: () => unknown) => void }
+
+/** `npm start`-like worker process (test/helpers/delivery-worker.ts); resolves once it consumes. */
+async function startWorkerProcess (t: Teardown, env: Record<string, string>): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/delivery-worker.ts'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  let output = ''
+  child.stderr!.on('data', (chunk) => { output += String(chunk) })
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (chunk) => { if (String(chunk).includes('ready')) resolve() })
+    child.once('exit', (code) => reject(new Error(`worker process exited (${code}) before it was ready: ${output}`)))
+  })
+  return child
+}
+
+async function kill (child: ChildProcess): Promise<void> {
+  const exited = once(child, 'exit')
+  child.kill('SIGKILL')
+  await exited
+}
+
+t.test('a worker killed mid-delivery loses nothing', async (t) => {
+  for (const kills of [1, 2]) {
+    await t.test(`killed ${kills === 1 ? 'once' : 'twice, the second time while retrying the same job'}`, async (t) => {
+      let heldRequests = 0
+      const graph = await startFakeGraph({ onReject: (rejection) => { if (rejection.scripted === 'timeout') heldRequests++ } })
+      t.teardown(() => graph.close())
+      const shared = freshPrefix(redis)
+      const api = await buildTestApp(t, { redis: shared, listen: true, env: { ROLE: 'api', FACEBOOK_GRAPH_URL: graph.url } })
+      const source = await api.createSource()
+      const destination = await createDestination(api, source.id, SETTINGS)
+      // Meta holds each request the killed workers make: the job is in flight when they die.
+      graph.failNext({ kind: 'timeout' }, kills)
+      const workerEnv = {
+        REDIS_URL: shared.url,
+        REDIS_PREFIX: shared.prefix,
+        ROLE: 'worker',
+        SECRET_KEY: api.config.SECRET_KEY!,
+        ADMIN_TOKEN,
+        FACEBOOK_GRAPH_URL: graph.url,
+        // longer than the test: only the kill ends the request
+        GRAPH_TIMEOUT_MS: '600000',
+        STALLED_INTERVAL_MS: '1000',
+        LOG_LEVEL: 'silent'
+      }
+
+      const messages = Array.from({ length: 5 }, (_, i) => track('Order Completed', { revenue: i + 1 }))
+      await sendBatch(api, source.writeKey, messages)
+      for (let attempt = 1; attempt <= kills; attempt++) {
+        const worker = await startWorkerProcess(t, workerEnv)
+        await waitFor(() => heldRequests === attempt, 30_000, `request ${attempt} to be in flight`)
+        const inFlight = await waitFor(async () => { const s = await destinationStats(api, destination.id); return s.received === 5 && s }, 10_000, 'the count')
+        t.match(inFlight, { received: 5, retrying: 5, delivered: 0 }, 'in flight, not delivered')
+        await kill(worker)
+      }
+
+      // Another worker takes the job back once its lock has expired. (A generous Graph timeout:
+      // on a loaded machine four timeouts of 0.5 s would dead-letter what this test expects delivered.)
+      await buildTestApp(t, { redis: shared, env: { ...FAST_DELIVERY_ENV, GRAPH_TIMEOUT_MS: '10000', ROLE: 'worker', FACEBOOK_GRAPH_URL: graph.url, STALLED_INTERVAL_MS: '500' } })
+      const stats = await settledStats(api, destination.id, 5, 60_000)
+      assertAccounted(t, stats, 5)
+      t.match(stats, { delivered: 5, deadLettered: 0 })
+      t.same(new Set(deliveredEventIds(graph)), new Set(messages.map((m) => m.messageId)), 'every conversion reached Meta, by event_id')
+    })
+  }
+})
