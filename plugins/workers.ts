@@ -25,6 +25,9 @@ export default fp(async (app) => {
     concurrency: app.config.INGEST_CONCURRENCY,
     lockDuration: app.config.STALLED_INTERVAL_MS,
     stalledInterval: app.config.STALLED_INTERVAL_MS,
+    // A job whose worker died is handed to another; BullMQ's default fails it after one such
+    // stall, which would leave its messages unprocessed. Stages are idempotent: let it run again.
+    maxStalledCount: 10,
     autorun: false
   })
   ingest.on('failed', (job, err) => app.log.error({ err, jobId: job?.id, attempts: job?.attemptsMade }, 'ingest job failed'))
