@@ -282,6 +282,15 @@ export class DestinationStore {
     return taken.map((item) => JSON.parse(item) as DeadLetter)
   }
 
+  /** Puts taken letters back (their replay could not be queued): a retry never loses a letter. */
+  async restoreDeadLetters (id: string, letters: DeadLetter[]): Promise<void> {
+    if (letters.length === 0) return
+    await this.redis.pipeline()
+      .rpush(this.keys.deadLetters(id), ...letters.map((l) => JSON.stringify(l)))
+      .hincrby(this.keys.destinationStats(id), 'deadLettered', letters.length)
+      .exec()
+  }
+
   async toPublic (stored: StoredDestination): Promise<Destination> {
     const [connected, paused] = await Promise.all([this.hasAccessToken(stored.id), this.pausedUntil(stored.id)])
     const { authStatus, authMessage, ...rest } = stored

@@ -254,7 +254,12 @@ const destinations: FastifyPluginAsyncTypebox = async (app) => {
         jobs.push({ name: 'conversions', data: { destinationId: destination.id, datasetId, apiFormat, conversions } })
       }
     }
-    if (jobs.length > 0) await app.deliverQueue.addBulk(jobs)
+    try {
+      if (jobs.length > 0) await app.deliverQueue.addBulk(jobs)
+    } catch (err) {
+      await store.restoreDeadLetters(destination.id, letters).catch((restoreError) => request.log.error({ err: restoreError, count: letters.length }, 'dead letters taken for a replay could not be put back'))
+      throw err
+    }
     return { retried: letters.length }
   })
 }
