@@ -92,7 +92,7 @@ export class IngestBuffer {
     private readonly keys: RedisKeys,
     private readonly options: IngestBufferOptions
   ) {
-    this.maxInFlight = options.maxInFlight ?? 4
+    this.maxInFlight = options.maxInFlight ?? 8
     redis.defineCommand('dedupCheck', { numberOfKeys: 2, lua: DEDUP_CHECK })
     redis.defineCommand('dedupRemember', { numberOfKeys: 3, lua: DEDUP_REMEMBER })
     // The backlog is read once a second, not per request.

@@ -69,6 +69,17 @@ function iso (ms: number): string {
   return new Date(ms).toISOString()
 }
 
+// A client time already in the stored form (UTC, milliseconds) is kept as sent: no reformatting.
+const STORED_FORM = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
+
+// The request's receivedAt, formatted once for all its messages.
+const formattedReceivedAt = new WeakMap<DateTime, string>()
+function isoOfReceived (receivedAt: DateTime): string {
+  let formatted = formattedReceivedAt.get(receivedAt)
+  if (formatted === undefined) formattedReceivedAt.set(receivedAt, (formatted = iso(receivedAt.toMillis())))
+  return formatted
+}
+
 function fail (error: string, raw: Record<string, unknown>): Prepared {
   const messageId = typeof raw.messageId === 'string' ? raw.messageId.slice(0, MAX_MESSAGE_ID_LENGTH) : undefined
   return { ok: false, error, messageId }
@@ -144,13 +155,17 @@ export function prepareMessage (raw: unknown, envelope: RequestEnvelope): Prepar
     ? receivedAt - (sentAt - clientTime)
     : originalTimestamp
 
+  const receivedIso = isoOfReceived(envelope.receivedAt)
+  const originalIso = clientTime === undefined
+    ? receivedIso
+    : STORED_FORM.test(raw.timestamp as string) ? raw.timestamp as string : iso(clientTime)
   const message: SegmentMessage = {
     ...raw,
     type,
     messageId,
-    timestamp: iso(timestamp),
-    originalTimestamp: iso(originalTimestamp),
-    receivedAt: iso(receivedAt)
+    timestamp: timestamp === originalTimestamp ? originalIso : timestamp === receivedAt ? receivedIso : iso(timestamp),
+    originalTimestamp: originalIso,
+    receivedAt: receivedIso
   }
   // The write key authenticates the request; it is not part of the message we keep.
   delete message.writeKey
