@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { DelayedError, type Job, type Queue } from 'bullmq'
 import type { ChainableCommander, Redis, Result } from 'ioredis'
-import type { AudienceStore, CompiledAudience, StoredAudience, SyncState } from '../plugins/audiences.js'
+import { compile, type AudienceStore, type CompiledAudience, type StoredAudience, type SyncState } from '../plugins/audiences.js'
 import { profileFields, readProfile, type ProfileStore } from '../plugins/profiles.js'
 import { matchesWhere } from '../src/audiences/condition.js'
 import { dayNumber, evaluate, type CountedLeaf } from '../src/audiences/evaluate.js'
@@ -33,6 +33,11 @@ export interface AudienceEngineDependencies {
   ingestQueue: Queue<IngestJobData>
   syncQueue: Queue<AudienceSyncJobData>
   retentionMs: number
+  /**
+   * How long a sync's per-audience lock outlives a worker that died holding it (renewed while the
+   * sync runs). Default 30 s, BullMQ's own lock duration.
+   */
+  lockMs?: number
   /** Whether a source has a destination in the legacy format (which needs birthday parts). */
   legacyFormat?: (sourceId: string) => Promise<boolean>
   now?: () => number
@@ -84,9 +89,19 @@ if redis.call('HGET', KEYS[1], '_p') ~= today then
 end
 return 1`
 
+// The per-audience lock: renewed and released only by its holder.
+const LOCK_RENEW = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`
+const LOCK_RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`
+
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     historyAdd(profileKey: string, today: number, oldestDay: number, ...fields: string[]): Result<number, Context>
+    audienceLockRenew(lockKey: string, value: string, ms: number): Result<number, Context>
+    audienceLockRelease(lockKey: string, value: string): Result<number, Context>
   }
 }
 
@@ -105,6 +120,8 @@ export class AudienceEngine {
   constructor (private readonly deps: AudienceEngineDependencies) {
     this.now = deps.now ?? Date.now
     deps.redis.defineCommand('historyAdd', { numberOfKeys: 1, lua: HISTORY_ADD })
+    deps.redis.defineCommand('audienceLockRenew', { numberOfKeys: 1, lua: LOCK_RENEW })
+    deps.redis.defineCommand('audienceLockRelease', { numberOfKeys: 1, lua: LOCK_RELEASE })
   }
 
   private async eventCode (sourceId: string, event: string): Promise<string | undefined> {
@@ -155,7 +172,11 @@ export class AudienceEngine {
           const value = traits[personas.computation_key]
           if (typeof value === 'boolean') {
             delete fields[`t:${personas.computation_key}`]
-            fields[`a:${personas.computation_key}`] = value ? '1' : '0'
+            // Our own syncs' identifies leave the property alone: the engine wrote it when the
+            // membership changed, and the state an identify carries can be out of date by the time
+            // it is processed (a later change) or meant for one destination only (unlinking one
+            // sends false while the user stays a member) — it used to overwrite the profile.
+            if (!ownEmission) fields[`a:${personas.computation_key}`] = value ? '1' : '0'
           }
         }
         profiles.applyIdentify(writes, sourceId, profileId, message.anonymousId, fields)
@@ -237,9 +258,15 @@ export class AudienceEngine {
     return changes
   }
 
-  /** Real-time changes go out within about a second; one pending sync job per audience. */
+  /**
+   * Real-time changes go out within about a second: one sync job per audience and `delay`-long
+   * slot. One fixed id per audience was a no-op while that job was running, so a change recorded
+   * after its last look at the change log waited for the next scheduled run (up to a day). A job
+   * of slot n starts in slot n + 1 at the earliest: it is never running while its slot asks for it.
+   */
   async scheduleSync (audienceId: string, delay = 1000): Promise<void> {
-    await this.deps.syncQueue.add('sync', { audienceId }, { jobId: `sync-${audienceId}`, delay, removeOnComplete: true, removeOnFail: 100 })
+    const slot = Math.floor(Date.now() / delay)
+    await this.deps.syncQueue.add('sync', { audienceId }, { jobId: `sync-${audienceId}-${slot}`, delay, removeOnComplete: true, removeOnFail: 100 })
   }
 
   /** The source's event codes, as Redis has them (another worker may have added some). */
@@ -262,8 +289,10 @@ export class AudienceEngine {
   /** Evaluates the history the service keeps, so a new audience is not empty just because it is new. */
   async build (audience: StoredAudience, state: SyncState): Promise<void> {
     const { redis, keys, audiences } = this.deps
-    const compiled = (await audiences.forSource(audience.sourceId, 0)).find((a) => a.id === audience.id)
-    if (compiled === undefined) return
+    // Compiled from the definition the job loaded, not from forSource's cache: `forSource(id, 0)`
+    // took any cached list as fresh, so a worker that had cached the source before the audience
+    // existed (another process, or within the cache's 2 s) never built it.
+    const compiled = compile(audience)
     await this.loadCodes(audience.sourceId)
     this.codesLoadedAt.set(audience.sourceId, Date.now())
     // Every user with history or traits has a profile hash: one scan finds them all.
@@ -285,8 +314,8 @@ export class AudienceEngine {
   /** Members whose window has passed are evaluated again (a last order ages out with no new event). */
   async expire (audience: StoredAudience): Promise<number> {
     const { redis, keys } = this.deps
-    const compiled = (await this.deps.audiences.forSource(audience.sourceId)).find((a) => a.id === audience.id)
-    if (compiled === undefined) return 0
+    // As in build: the definition the job loaded (the cached list may not have it yet).
+    const compiled = compile(audience)
     let changes = 0
     for (let round = 0; round < 10_000; round++) {
       const due = await redis.zrangebyscore(keys.audienceLapses(audience.id), '-inf', this.now(), 'LIMIT', 0, CHUNK)
@@ -308,9 +337,11 @@ export class AudienceEngine {
       const last = await redis.xrevrange(keys.audienceChanges(audience.id), '+', '-', 'COUNT', 1)
       run = randomBytes(4).toString('hex')
       cursor = '0'
-      await audiences.setState(audience.id, { initialRun: run, initialCursor: '0', syncedChangeId: last[0]?.[0] ?? '0-0', status: 'syncing' })
+      await audiences.setState(audience.id, { initialRun: run, initialCursor: '0', initialSent: 0, syncedChangeId: last[0]?.[0] ?? '0-0', status: 'syncing' })
     }
-    let sent = 0
+    // Counted with the cursor: a sync resumed after a crash reports every member it sent, not
+    // only those after the crash.
+    let sent = run === state.initialRun ? state.initialSent : 0
     do {
       const [next, flat] = await redis.zscan(keys.audienceMembers(audience.id), cursor, 'COUNT', EMIT_CHUNK)
       const members: string[] = []
@@ -320,7 +351,7 @@ export class AudienceEngine {
         sent += members.length
       }
       cursor = next
-      await audiences.setState(audience.id, { initialCursor: cursor })
+      await audiences.setState(audience.id, { initialCursor: cursor, initialSent: sent })
     } while (cursor !== '0')
     await audiences.setState(audience.id, {
       initialSynced: true,
@@ -333,12 +364,17 @@ export class AudienceEngine {
   /** Incremental sync: the net change of each user since the last sync, with the state at send time. */
   async incrementalSync (audience: StoredAudience): Promise<{ added: number, removed: number }> {
     const { redis, keys, audiences } = this.deps
+    // Users an attempt is sending to, written before it emits and cleared with the cursor.
+    const pendingKey = `${keys.audienceState(audience.id)}:pending`
     let added = 0
     let removed = 0
     for (;;) {
       const state = await audiences.state(audience.id)
-      const entries = await redis.xrange(keys.audienceChanges(audience.id), `(${state.syncedChangeId}`, '+', 'COUNT', 5000)
-      if (entries.length === 0) break
+      const [entries, pending] = await Promise.all([
+        redis.xrange(keys.audienceChanges(audience.id), `(${state.syncedChangeId}`, '+', 'COUNT', 5000),
+        redis.smembers(pendingKey)
+      ])
+      if (entries.length === 0 && pending.length === 0) break
       // First and last recorded state of each user in this range: it changed on net only if the
       // last state differs from the one before the first entry (= not the first entry's state).
       const net = new Map<string, { first: boolean, last: boolean, id: string }>()
@@ -349,20 +385,27 @@ export class AudienceEngine {
         if (seen === undefined) net.set(profileId, { first: member, last: member, id })
         else { seen.last = member; seen.id = id }
       }
-      const changed = [...net.entries()].filter(([, n]) => n.first === n.last)
+      // A user an attempt that failed (or crashed) after emitting may have sent a state to gets
+      // the current state, whatever the net change: the retry used to skip a user who entered and
+      // left meanwhile, so the `true` already sent stayed the final state.
+      const uncertain = new Set(pending)
+      const lastId = entries.length > 0 ? entries[entries.length - 1][0] : state.syncedChangeId
+      const changed: Array<[string, string]> = [...net.entries()].filter(([profileId, n]) => n.first === n.last || uncertain.has(profileId)).map(([profileId, n]) => [profileId, n.id])
+      for (const profileId of uncertain) if (!net.has(profileId)) changed.push([profileId, `pending-${lastId}`])
       if (changed.length > 0) {
         const read = redis.pipeline()
         for (const [profileId] of changed) read.zscore(keys.audienceMembers(audience.id), profileId)
         const current = (await read.exec())!
-        const updates = changed.map(([profileId, n], i) => ({ profileId, member: current[i][1] !== null, version: n.id }))
+        const updates = changed.map(([profileId, version], i) => ({ profileId, member: current[i][1] !== null, version }))
+        await redis.sadd(pendingKey, ...updates.map((u) => u.profileId))
         for (let i = 0; i < updates.length; i += EMIT_CHUNK) {
           await this.emit(audience, updates.slice(i, i + EMIT_CHUNK), `${audience.id}-${updates[i].version}`)
         }
         for (const u of updates) { if (u.member) added++; else removed++ }
       }
-      const lastId = entries[entries.length - 1][0]
-      await audiences.setState(audience.id, { syncedChangeId: lastId })
-      await redis.xtrim(keys.audienceChanges(audience.id), 'MINID', lastId)
+      // The cursor and the pending users move together (one slot: both under the audience's tag).
+      await redis.multi().hset(keys.audienceState(audience.id), 'syncedChangeId', lastId).del(pendingKey).exec()
+      if (entries.length > 0) await redis.xtrim(keys.audienceChanges(audience.id), 'MINID', lastId)
     }
     return { added, removed }
   }
@@ -375,7 +418,9 @@ export class AudienceEngine {
       const message: SegmentMessage = {
         type: 'identify',
         // Deterministic: a resumed sync re-sends a change under the same id (Meta de-duplicates).
-        messageId: `personas_${createHash('sha256').update(`${audience.id}|${profileId}|${version}`).digest('base64url').slice(0, 27)}`,
+        // The state is part of it: a retry that corrects what a failed attempt sent for the same
+        // change must not look like a duplicate of it.
+        messageId: `personas_${createHash('sha256').update(`${audience.id}|${profileId}|${version}|${member ? 1 : 0}`).digest('base64url').slice(0, 27)}`,
         ...(anonymous ? { anonymousId: profileId.slice(5) } : { userId: profileId }),
         traits: { [audience.key]: member },
         context: {
@@ -396,14 +441,17 @@ export class AudienceEngine {
       }
       return [audience.sourceId, message]
     })
-    await this.deps.ingestQueue.add('audience-sync', { messages }, { jobId: `audience-${jobId}`.replace(/:/g, '_') })
+    // The job id names the content too: a re-run with the same messages is one job, but a re-run
+    // whose messages differ (states changed since) is not dropped as a duplicate of the first.
+    const content = createHash('sha256').update(JSON.stringify([destinationIds, updates])).digest('base64url').slice(0, 16)
+    await this.deps.ingestQueue.add('audience-sync', { messages }, { jobId: `audience-${jobId}-${content}`.replace(/:/g, '_') })
   }
 
   /**
    * Every member with one state to some destinations: `true` when a destination is connected to
    * the audience (its initial sync), `false` when one is unlinked or the audience is deleted.
    */
-  async sendAll (audience: StoredAudience, member: boolean, destinationIds: string[], tag: string): Promise<number> {
+  async sendAll (audience: StoredAudience, member: boolean, destinationIds: string[], tag: string, writeProfiles = false): Promise<number> {
     const { redis, keys } = this.deps
     let cursor = '0'
     let sent = 0
@@ -412,6 +460,12 @@ export class AudienceEngine {
       const members: string[] = []
       for (let i = 0; i < flat.length; i += 2) members.push(flat[i])
       if (members.length > 0) {
+        if (writeProfiles) {
+          // The engine keeps the profile's property (its own identifies do not write it).
+          const writes = redis.pipeline()
+          for (const id of members) writes.hset(keys.profile(audience.sourceId, id), `a:${audience.key}`, member ? '1' : '0')
+          await writes.exec()
+        }
         await this.emit(audience, members.map((id) => ({ profileId: id, member, version: tag })), `${audience.id}-${tag}-${cursor}`, destinationIds)
         sent += members.length
       }
@@ -428,15 +482,22 @@ export class AudienceEngine {
       if (audience === undefined) return { skipped: 'audience deleted' }
       const lockKey = `${keys.audienceState(audience.id)}:lock`
       const lockValue = randomBytes(8).toString('hex')
-      if (await redis.set(lockKey, lockValue, 'PX', 10 * 60_000, 'NX') === null) {
-        // Another sync of this audience is running: come back shortly.
-        await job.moveToDelayed(this.now() + 1000, token)
+      // A short lock renewed while the sync runs: it held 10 minutes, so a worker killed mid-sync
+      // kept every other worker off the audience that long after BullMQ had handed the job on.
+      const lockMs = this.deps.lockMs ?? 30_000
+      if (await redis.set(lockKey, lockValue, 'PX', lockMs, 'NX') === null) {
+        // Another sync of this audience is running: come back shortly. BullMQ's delays are in
+        // real time: with the engine's clock (moved forward in tests) the job slept for days.
+        await job.moveToDelayed(Date.now() + 1000, token)
         throw new DelayedError()
       }
+      const renew = setInterval(() => {
+        redis.audienceLockRenew(lockKey, lockValue, lockMs).catch((err) => this.deps.log.warn({ err, audienceId: audience.id }, 'could not renew the audience sync lock'))
+      }, Math.max(10, Math.floor(lockMs / 3)))
       try {
         if (job.name === 'remove') {
           // DESIGN: deleting an audience sends false for its members, then its data goes.
-          const sent = await this.sendAll(audience, false, audience.destinations, `remove-${job.id}`)
+          const sent = await this.sendAll(audience, false, audience.destinations, `remove-${job.id}`, true)
           await this.deps.syncQueue.removeJobScheduler(`expire-${audience.id}`)
           await audiences.remove(audience)
           return { removed: sent }
@@ -470,8 +531,8 @@ export class AudienceEngine {
         await audiences.setState(audience.id, { status: 'failed', error: (err as Error).message })
         throw err
       } finally {
-        const current = await redis.get(lockKey)
-        if (current === lockValue) await redis.del(lockKey)
+        clearInterval(renew)
+        await redis.audienceLockRelease(lockKey, lockValue)
       }
     }
   }

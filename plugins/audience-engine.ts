@@ -31,6 +31,7 @@ export default fp(async (app) => {
     ingestQueue: app.queues.ingest,
     syncQueue,
     retentionMs: config.historyRetentionMs,
+    lockMs: config.STALLED_INTERVAL_MS,
     legacyFormat: async (sourceId) => (await app.destinations.forSource(sourceId)).some((d) => d.settings.apiFormat === 'offline-conversions'),
     now: app.now,
     log: app.log
@@ -48,6 +49,12 @@ export default fp(async (app) => {
       connection,
       prefix: app.keys.queuePrefix,
       concurrency: config.AUDIENCE_SYNC_CONCURRENCY,
+      // As the other workers: a sync whose worker died goes to another after STALLED_INTERVAL_MS
+      // (BullMQ's 30 s default before). Syncs resume from their cursors, so running one again is
+      // safe: a worker dying more than once does not fail it for good (BullMQ's default is once).
+      lockDuration: config.STALLED_INTERVAL_MS,
+      stalledInterval: config.STALLED_INTERVAL_MS,
+      maxStalledCount: 10,
       autorun: false
     })
     worker.on('error', (err) => app.log.warn({ err }, 'audience-sync worker error'))

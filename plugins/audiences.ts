@@ -34,6 +34,8 @@ export interface SyncState {
   buildPhase: string
   initialCursor: string
   initialRun: string
+  /** Members the initial sync has sent so far (kept with the cursor: a resumed sync counts them all). */
+  initialSent: number
   lastSyncAt?: string
   lastSyncAdded: number
   lastSyncRemoved: number
@@ -48,7 +50,7 @@ export interface CompiledAudience extends StoredAudience {
   filteredLeaves: Array<{ path: string, leaf: EventCondition }>
 }
 
-function compile (audience: StoredAudience): CompiledAudience {
+export function compile (audience: StoredAudience): CompiledAudience {
   return {
     ...audience,
     events: conditionEvents(audience.condition),
@@ -66,6 +68,7 @@ const INITIAL_STATE: SyncState = {
   buildPhase: 'history',
   initialCursor: '0',
   initialRun: '',
+  initialSent: 0,
   lastSyncAdded: 0,
   lastSyncRemoved: 0
 }
@@ -120,7 +123,8 @@ export class AudienceStore {
       .srem(this.keys.sourceAudiences(audience.sourceId), audience.id)
       .hdel(this.keys.audienceKeys(audience.sourceId), audience.key)
       .exec()
-    await this.redis.del(this.keys.audienceState(audience.id), this.keys.audienceMembers(audience.id), this.keys.audienceLapses(audience.id), this.keys.audienceChanges(audience.id))
+    const state = this.keys.audienceState(audience.id)
+    await this.redis.del(state, `${state}:pending`, this.keys.audienceMembers(audience.id), this.keys.audienceLapses(audience.id), this.keys.audienceChanges(audience.id))
     this.cache.delete(audience.sourceId)
   }
 
@@ -180,6 +184,7 @@ function parseState (raw: Record<string, string>): SyncState {
     buildPhase: raw.buildPhase ?? 'history',
     initialCursor: raw.initialCursor ?? '0',
     initialRun: raw.initialRun ?? '',
+    initialSent: Number(raw.initialSent ?? 0),
     lastSyncAt: raw.lastSyncAt,
     lastSyncAdded: Number(raw.lastSyncAdded ?? 0),
     lastSyncRemoved: Number(raw.lastSyncRemoved ?? 0),

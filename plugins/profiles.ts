@@ -14,7 +14,11 @@ const FIELD_KEYS: Readonly<Record<string, string>> = Object.fromEntries(Object.e
 const LIST_KEYS: ReadonlySet<string> = new Set(['em', 'ph'])
 // The legacy format's birthday parts: kept only for sources with a destination in that format.
 const LEGACY_ONLY: ReadonlySet<string> = new Set(['doby', 'dobm', 'dobd'])
-const MATCH_KEY_TRAIT_SET: ReadonlySet<string> = new Set(MATCH_KEY_TRAITS)
+// Folded like audience keys are checked (src/audiences/key.ts): `first_name`, `FirstName` and
+// `e_mail` are the same PII as `firstName` and `email`, and were kept raw when only the exact
+// spelling was left out. They are not hashed either (the transform reads the spec's spelling).
+const foldTrait = (name: string) => name.replaceAll('_', '').toLowerCase()
+const MATCH_KEY_TRAIT_SET: ReadonlySet<string> = new Set(MATCH_KEY_TRAITS.map(foldTrait))
 const MAX_LIST = 10
 
 export interface Profile {
@@ -44,7 +48,7 @@ export function profileFields (traits: Record<string, unknown> | undefined, opti
   Object.assign(fields, matchKeyFields(hashedTraitKeys(traits), options.legacyBirthday ?? true))
   for (const [name, value] of Object.entries(traits)) {
     // No raw PII at rest: match-key traits live only as the hashes above.
-    if (MATCH_KEY_TRAIT_SET.has(name) || value === undefined) continue
+    if (MATCH_KEY_TRAIT_SET.has(foldTrait(name)) || value === undefined) continue
     fields[`t:${name}`] = JSON.stringify(value)
   }
   return fields
@@ -81,13 +85,24 @@ export class ProfileStore {
   constructor (private readonly redis: Redis, private readonly keys: RedisKeys, readonly retentionMs: number) {}
 
   /** The profile id of each message's user: userId, else the user its anonymousId is linked to. */
-  async identities (sourceId: string, users: Array<{ userId?: string, anonymousId?: string }>): Promise<Array<string | undefined>> {
+  async identities (sourceId: string, users: Array<{ type?: string, userId?: string, anonymousId?: string }>): Promise<Array<string | undefined>> {
     const pending = users.map((u, i) => [u, i] as const).filter(([u]) => u.userId === undefined && u.anonymousId !== undefined)
     const linked = pending.length === 0
       ? []
       : await this.redis.mget(...pending.map(([u]) => this.keys.anonymousLink(sourceId, u.anonymousId!)))
     const result = users.map((u) => u.userId)
     pending.forEach(([u, i], n) => { result[i] = linked[n] ?? `anon:${u.anonymousId}` })
+    // An identify links its anonymousId for the messages after it in the same job too: the link
+    // it stores is written only after this lookup, and an anonymous track right behind the
+    // identify (one batch from one client) was otherwise counted for `anon:<id>`, not the user.
+    const links = new Map<string, string>()
+    users.forEach((u, i) => {
+      if (u.userId !== undefined) {
+        if (u.type === 'identify' && u.anonymousId !== undefined) links.set(u.anonymousId, u.userId)
+      } else if (u.anonymousId !== undefined && links.has(u.anonymousId)) {
+        result[i] = links.get(u.anonymousId)
+      }
+    })
     return result
   }
 

@@ -1,10 +1,14 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { StoredAudience } from '../../plugins/audiences.js'
-import { AudienceConditionSchema, parseCondition } from '../audiences/condition.js'
-import { audienceKeyFromName, checkAudienceKey } from '../audiences/key.js'
+import { AudienceConditionSchema, conditionTraits, parseCondition } from '../audiences/condition.js'
+import { audienceKeyFromName, checkAudienceKey, MATCH_KEY_TRAITS } from '../audiences/key.js'
 import { parseSchedule } from '../audiences/schedule.js'
 import { ADMIN_ERRORS, AdminError, ref } from './schemas.js'
+
+// Folded as audience keys are compared (src/audiences/key.ts): `first_name` is `firstName`.
+const fold = (name: string) => name.replaceAll('_', '').toLowerCase()
+const MATCH_KEY_TRAIT_BY_FOLD: ReadonlyMap<string, string> = new Map(MATCH_KEY_TRAITS.map((trait) => [fold(trait), trait]))
 
 const AudienceParams = Type.Object({ audienceId: Type.String({ description: 'Audience id (aud_…)' }) })
 const SourceParams = Type.Object({ sourceId: Type.String() })
@@ -73,7 +77,11 @@ const audiences: FastifyPluginAsyncTypebox = async (app) => {
   }
 
   async function schedule (audience: StoredAudience): Promise<void> {
-    await queue.upsertJobScheduler(`expire-${audience.id}`, { every: audience.schedule.everyMs }, { name: 'expire', data: { audienceId: audience.id } })
+    // First run one interval from now: BullMQ runs an `every` scheduler at once otherwise, a
+    // duplicate of the build job queued with it, which raced it for the audience and, when it ran
+    // second, replaced the initial sync's lastSync ({added: <members>}) with {added: 0} a second later.
+    const startDate = Date.now() + audience.schedule.everyMs
+    await queue.upsertJobScheduler(`expire-${audience.id}`, { every: audience.schedule.everyMs, startDate }, { name: 'expire', data: { audienceId: audience.id } })
   }
 
   app.post('/v1/sources/:sourceId/audiences', {
@@ -116,6 +124,12 @@ const audiences: FastifyPluginAsyncTypebox = async (app) => {
     }
     const condition = parseCondition(body.condition, { retentionDays })
     if ('error' in condition) return reply.code(400).send(badRequest(condition.error))
+    // Profiles keep match-key traits only as hashes (no raw PII at rest): a condition on one was
+    // accepted and could never hold — an audience that stays empty with no word why.
+    for (const trait of conditionTraits(condition.condition)) {
+      const matchKey = MATCH_KEY_TRAIT_BY_FOLD.get(fold(trait))
+      if (matchKey !== undefined) return reply.code(400).send(badRequest(`condition: trait "${trait}" is the match key "${matchKey}", kept only hashed (no raw PII at rest); an audience cannot test it`))
+    }
     const every = parseSchedule(body.schedule)
     if ('error' in every) return reply.code(400).send(badRequest(every.error))
     const destinations = await checkDestinations(sourceId, body.destinations)
