@@ -13,7 +13,7 @@ import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { findOnPath, freePort, redisAnswers, startRedisServer, type LocalRedis } from '../src/local-redis.js'
 import { startFakeGraph } from '../test/fixtures/fake-graph.js'
-import seed from '../../shared/fixtures/seed-examples.json' with { type: 'json' }
+import seed from '../test/fixtures/seed-examples.json' with { type: 'json' }
 
 const ADMIN_TOKEN = `demo-${Math.random().toString(36).slice(2)}-admin-token`
 let localRedis: LocalRedis | undefined

@@ -3,7 +3,7 @@
 // with each conversion delivered, filtered, invalid or dead-lettered, and the counts adding up.
 import { createHash } from 'node:crypto'
 import t from 'tap'
-import seed from '../../../shared/fixtures/seed-examples.json' with { type: 'json' }
+import seed from '../fixtures/seed-examples.json' with { type: 'json' }
 import {
   assertAccounted, createDestination, deliveredEventIds, sendBatch, sendWithAnalytics, settledStats, startDelivery, track
 } from '../helpers/delivery-setup.js'

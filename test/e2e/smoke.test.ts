@@ -2,7 +2,7 @@ import t from 'tap'
 import { Analytics } from '@segment/analytics-node'
 import { startFakeGraph } from '../fixtures/fake-graph.js'
 import { buildTestApp } from '../helpers/app.js'
-import seed from '../../../shared/fixtures/seed-examples.json' with { type: 'json' }
+import seed from '../fixtures/seed-examples.json' with { type: 'json' }
 
 t.test('seed example reaches the fake Graph API', async (t) => {
   const graph = await startFakeGraph()
