@@ -161,10 +161,11 @@ export class AudienceStore {
 
   /** A page of members, oldest first; the cursor is an offset. */
   async members (id: string, cursor: number, limit: number): Promise<{ members: Array<{ userId: string, since: string }>, nextCursor: string | null }> {
-    const raw = await this.redis.zrange(this.keys.audienceMembers(id), cursor, cursor + limit - 1, 'WITHSCORES')
+    // One more than asked: a next page is announced only when there is one.
+    const raw = await this.redis.zrange(this.keys.audienceMembers(id), cursor, cursor + limit, 'WITHSCORES')
     const members: Array<{ userId: string, since: string }> = []
-    for (let i = 0; i < raw.length; i += 2) members.push({ userId: raw[i], since: new Date(Number(raw[i + 1])).toISOString() })
-    return { members, nextCursor: members.length === limit ? String(cursor + limit) : null }
+    for (let i = 0; i < raw.length && members.length < limit; i += 2) members.push({ userId: raw[i], since: new Date(Number(raw[i + 1])).toISOString() })
+    return { members, nextCursor: raw.length > limit * 2 ? String(cursor + limit) : null }
   }
 }
 

@@ -176,6 +176,9 @@ t.test('members: a page at a time, with a cursor', async (t) => {
   t.same([...seen].sort(), users, 'every member once, nobody else')
   t.ok(pages.flat().every((m) => !Number.isNaN(Date.parse(m.since))), 'each with the time it joined')
   t.same(await allMembers(ctx, audience.id), users)
+  const exact: { json: any } = await ctx.admin('GET', `/v1/audiences/${audience.id}/members?limit=7`)
+  t.equal(exact.json.members.length, 7, 'a page as large as the audience holds everyone')
+  t.equal(exact.json.nextCursor, null, 'and announces no empty page after it')
 
   t.equal((await ctx.admin('GET', `/v1/audiences/${audience.id}/members?limit=0`)).statusCode, 400, 'limit 0')
   t.equal((await ctx.admin('GET', `/v1/audiences/${audience.id}/members?limit=5000`)).statusCode, 400, 'limit over 1000')
