@@ -75,6 +75,7 @@ try {
     ROLE: 'api',
     PORT: String(await freePort()),
     ADMIN_TOKEN,
+    SECRET_KEY: 'bench-secret-key-0123456789abcdef0123456789',
     LOG_LEVEL: 'warn',
     RATE_LIMIT_EVENTS_PER_SECOND: '0',
     INGEST_MAX_BACKLOG_JOBS: '100000000'
