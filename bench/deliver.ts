@@ -64,7 +64,8 @@ function start (role: string, port: number): Promise<{ child: ChildProcess, url:
         RATE_LIMIT_EVENTS_PER_SECOND: '0',
         INGEST_MAX_BACKLOG_JOBS: '1000000'
       },
-      execArgv: ['--import', 'tsx'],
+      // BENCH_CPU_PROF=<dir> writes a CPU profile of each service process.
+      execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}/${role}`])],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc']
     })
     child.once('message', (m: any) => resolve({ child, url: m.url }))
