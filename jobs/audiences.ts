@@ -71,12 +71,12 @@ function readHistory (raw: Record<string, Buffer> | null | undefined): Map<strin
   return history
 }
 
-// Counts events in the profile hash. Once a day per user, day buckets older than the retention
-// are dropped, so a user's history stays bounded by the retention window.
-const HISTORY_ADD = `
+// Drops a user's day buckets older than the retention, once a day per user (`_p` says which day
+// it last ran), so history stays bounded by the retention window. Counting itself is a plain
+// HINCRBY; this runs at most once a day per user and worker process.
+const HISTORY_PRUNE = `
 local today = ARGV[1]
 local oldest = tonumber(ARGV[2])
-for i = 3, #ARGV do redis.call('HINCRBY', KEYS[1], ARGV[i], 1) end
 if redis.call('HGET', KEYS[1], '_p') ~= today then
   for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
     local kind = string.sub(field, 1, 2)
@@ -99,7 +99,7 @@ return 0`
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    historyAdd(profileKey: string, today: number, oldestDay: number, ...fields: string[]): Result<number, Context>
+    historyPrune(profileKey: string, today: number, oldestDay: number): Result<number, Context>
     audienceLockRenew(lockKey: string, value: string, ms: number): Result<number, Context>
     audienceLockRelease(lockKey: string, value: string): Result<number, Context>
   }
@@ -115,11 +115,13 @@ declare module 'ioredis' {
 export class AudienceEngine {
   private readonly eventCodes = new Map<string, Map<string, string>>()
   private readonly codesLoadedAt = new Map<string, number>()
+  /** Profiles whose history this process pruned today (bounded: cleared when full). */
+  private readonly prunedToday = new Map<string, number>()
   private readonly now: () => number
 
   constructor (private readonly deps: AudienceEngineDependencies) {
     this.now = deps.now ?? Date.now
-    deps.redis.defineCommand('historyAdd', { numberOfKeys: 1, lua: HISTORY_ADD })
+    deps.redis.defineCommand('historyPrune', { numberOfKeys: 1, lua: HISTORY_PRUNE })
     deps.redis.defineCommand('audienceLockRenew', { numberOfKeys: 1, lua: LOCK_RENEW })
     deps.redis.defineCommand('audienceLockRelease', { numberOfKeys: 1, lua: LOCK_RELEASE })
   }
@@ -198,7 +200,13 @@ export class AudienceEngine {
             if (leaf.event === message.event && matchesWhere(leaf.where!, message.properties)) fields.push(`w:${audience.id}.${path}.${day}`)
           }
         }
-        if (fields.length > 0) writes.historyAdd(keys.profile(sourceId, profileId), today, oldestDay, ...fields)
+        const profileKey = keys.profile(sourceId, profileId)
+        for (const field of fields) writes.hincrby(profileKey, field, 1)
+        if (fields.length > 0 && this.prunedToday.get(profileKey) !== today) {
+          writes.historyPrune(profileKey, today, oldestDay)
+          if (this.prunedToday.size >= 100_000) this.prunedToday.clear()
+          this.prunedToday.set(profileKey, today)
+        }
       }
     }
     if (writes.length > 0) await writes.exec()
