@@ -102,18 +102,22 @@ try {
   await probe.hset(app.keys.profile(source.id, 'user-2'), 'a:second_audience', '1')
   const typical = await sample(app.keys.profile(source.id, 'user-2'))
   const full = await sample(app.keys.profile(source.id, 'user-1'))
-  // History lives in the profile hash: compare users alike but for one order (i % 100 === 0 never
-  // ordered before the 1 % change, so take users i and i + 100·k that both ordered once).
-  let historyBytes = 0
-  const historySample = 1000
-  for (let i = 1; i <= historySample; i++) {
-    const key = app.keys.profile(source.id, `user-${i + 3}`)
-    const fields = await probe.hkeys(key)
-    const withoutHistory = fields.filter((f) => f.startsWith('h:') || f === '_p')
-    const before = await sample(key)
-    await probe.hdel(key, ...withoutHistory)
-    historyBytes += before - await sample(key)
+  // History lives in the profile hash: the cost of one (user, tracked event) is what 10,000
+  // users' profile hashes grow by (MEMORY USAGE, summed) when each gets one tracked event.
+  const extra = 10_000
+  const identifies: SegmentMessage[] = []
+  for (let i = 0; i < extra; i++) identifies.push({ type: 'identify', messageId: `x-${i}`, userId: `extra-${i}`, timestamp: now, originalTimestamp: now, receivedAt: now, traits: { email: `extra-${i}@example.com` } })
+  for (let i = 0; i < extra; i += CHUNK) await engine.stage(source.id, identifies.slice(i, i + CHUNK))
+  const profileBytes = async () => {
+    const pipeline = probe.pipeline()
+    for (const m of identifies) pipeline.call('MEMORY', 'USAGE', app.keys.profile(source.id, m.userId!), 'SAMPLES', '0')
+    return (await pipeline.exec())!.reduce((sum, [, bytes]) => sum + Number(bytes), 0)
   }
+  const beforeHistory = await profileBytes()
+  const tracks: SegmentMessage[] = identifies.map((m) => ({ ...m, type: 'track', event: 'Product Viewed', traits: undefined }))
+  for (let i = 0; i < extra; i += CHUNK) await engine.stage(source.id, tracks.slice(i, i + CHUNK))
+  const historyBytes = await profileBytes() - beforeHistory
+  const historySample = extra
   console.log(`Redis per profile: ${typical} bytes with email, phone, a trait and two audience properties (target ≤ 300); ${full} bytes with all ten match keys (target ≤ 600)`)
   console.log(`Redis per (user, tracked event): ${(historyBytes / historySample).toFixed(0)} bytes (one event, one day bucket; target ≤ 100)`)
   console.log(`Redis in all: ${mib(await usedMemory())} for ${USERS.toLocaleString('en')} users and one audience`)
