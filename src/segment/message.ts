@@ -72,7 +72,7 @@ function iso (ms: number): string {
 // A client time already in the stored form (UTC, milliseconds) is kept as sent: no reformatting.
 const STORED_FORM = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
 
-// The request's receivedAt, formatted once for all its messages.
+// The request's receivedAt (and batch sentAt), formatted once for all its messages.
 const formattedReceivedAt = new WeakMap<DateTime, string>()
 function isoOfReceived (receivedAt: DateTime): string {
   let formatted = formattedReceivedAt.get(receivedAt)
@@ -167,17 +167,18 @@ export function prepareMessage (raw: unknown, envelope: RequestEnvelope): Prepar
     originalTimestamp: originalIso,
     receivedAt: receivedIso
   }
-  // The write key authenticates the request; it is not part of the message we keep.
-  delete message.writeKey
+  // The write key authenticates the request; it is not part of the message we keep. (`delete`
+  // only when present: it turns the object into a slow dictionary for JSON.stringify.)
+  if ('writeKey' in message) delete message.writeKey
   // A blank or null id counts as absent (above) and is stored as absent: kept as '', a stage
   // keying profiles by `userId ?? anonymousId` would file every such message under user ''.
   if (userId !== undefined) message.userId = userId
-  else delete message.userId
+  else if ('userId' in message) delete message.userId
   if (anonymousId !== undefined) message.anonymousId = anonymousId
-  else delete message.anonymousId
+  else if ('anonymousId' in message) delete message.anonymousId
   if (type === 'group') message.groupId = idString(raw.groupId)
   if (type === 'alias') message.previousId = idString(raw.previousId)
-  if (sentAt !== undefined) message.sentAt = iso(sentAt)
+  if (sentAt !== undefined) message.sentAt = ownSentAt === undefined ? isoOfReceived(envelope.sentAt!) : iso(sentAt)
   if (envelope.context !== undefined) message.context = { ...envelope.context, ...(raw.context as Record<string, unknown> | undefined) }
   if (envelope.integrations !== undefined) message.integrations = { ...envelope.integrations, ...(raw.integrations as Record<string, unknown> | undefined) }
   return { ok: true, message }
