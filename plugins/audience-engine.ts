@@ -1,6 +1,5 @@
 import { Queue, Worker } from 'bullmq'
 import fp from 'fastify-plugin'
-import { Redis } from 'ioredis'
 import { AUDIENCE_SYNC_QUEUE, AudienceEngine, type AudienceSyncJobData } from '../jobs/audiences.js'
 
 declare module 'fastify' {
@@ -40,13 +39,10 @@ export default fp(async (app) => {
   app.decorate('audienceEngine', engine)
 
   let worker: Worker<AudienceSyncJobData> | undefined
-  let connection: Redis | undefined
   if (config.ROLE !== 'api') {
     app.workers.ingestStages.push(engine.stage)
-    connection = new Redis(config.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
-    connection.on('error', () => {})
     worker = new Worker<AudienceSyncJobData>(AUDIENCE_SYNC_QUEUE, engine.createProcessor(), {
-      connection,
+      connection: app.workerConnection,
       prefix: app.keys.queuePrefix,
       concurrency: config.AUDIENCE_SYNC_CONCURRENCY,
       // As the other workers: a sync whose worker died goes to another after STALLED_INTERVAL_MS
@@ -63,7 +59,6 @@ export default fp(async (app) => {
   }
   app.addHook('onClose', async () => {
     await worker?.close()
-    await connection?.quit().catch(() => connection?.disconnect())
     await syncQueue.close()
   })
 }, { name: 'audience-engine', dependencies: ['audiences', 'profiles', 'queues', 'destinations'] })

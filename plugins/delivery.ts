@@ -1,6 +1,5 @@
 import { Queue, Worker } from 'bullmq'
 import fp from 'fastify-plugin'
-import { Redis } from 'ioredis'
 import { createDeliverProcessor } from '../jobs/deliver.js'
 import { DELIVER_QUEUE, type DeliverJobData } from '../jobs/queues.js'
 import { createRouteStage, type Enrichment } from '../jobs/route.js'
@@ -45,7 +44,6 @@ export default fp(async (app) => {
   })
 
   let worker: Worker<DeliverJobData> | undefined
-  let connection: Redis | undefined
   if (config.ROLE !== 'api') {
     app.workers.ingestStages.push(createRouteStage({
       destinations: app.destinations,
@@ -69,8 +67,6 @@ export default fp(async (app) => {
         return enrichment
       }
     }))
-    connection = new Redis(config.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
-    connection.on('error', () => {})
     worker = new Worker<DeliverJobData>(DELIVER_QUEUE, createDeliverProcessor({
       destinations: app.destinations,
       deliverQueue,
@@ -81,7 +77,7 @@ export default fp(async (app) => {
       holdMaxMs: config.holdMaxMs,
       log: app.log
     }), {
-      connection,
+      connection: app.workerConnection,
       prefix: app.keys.queuePrefix,
       concurrency: config.DELIVER_CONCURRENCY,
       lockDuration: config.STALLED_INTERVAL_MS,
@@ -110,7 +106,6 @@ export default fp(async (app) => {
 
   app.addHook('onClose', async () => {
     await worker?.close()
-    await connection?.quit().catch(() => connection?.disconnect())
     await deliverQueue.close()
   })
 }, { name: 'delivery', dependencies: ['destinations', 'redis', 'profiles'] })

@@ -7,6 +7,8 @@ import { QUEUE_NAMES, type IngestJobData } from '../jobs/queues.js'
 declare module 'fastify' {
   interface FastifyInstance {
     workers: { ingest: Worker<IngestJobData>, ingestStages: IngestStage[] }
+    /** The workers' shared connection (BullMQ duplicates it for its blocking commands). */
+    workerConnection: Redis
   }
 }
 
@@ -33,6 +35,7 @@ export default fp(async (app) => {
   ingest.on('failed', (job, err) => app.log.error({ err, jobId: job?.id, attempts: job?.attemptsMade }, 'ingest job failed'))
   ingest.on('error', (err) => app.log.warn({ err }, 'ingest worker error'))
   app.decorate('workers', { ingest, ingestStages })
+  app.decorate('workerConnection', connection)
   // Stages register during boot; start consuming once every plugin is loaded.
   app.addHook('onReady', async () => { ingest.run().catch((err) => app.log.error({ err }, 'ingest worker stopped')) })
   app.addHook('onClose', async () => {
