@@ -5,7 +5,7 @@ import type { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
-import { safeEqual } from './sources.js'
+import { isAdminToken, presentedAdminToken } from './auth.js'
 
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children'] as const
 
@@ -19,18 +19,8 @@ export default fp(async (app) => {
   const token = app.config.ADMIN_TOKEN
   const queues: Queue[] = [app.queues.ingest, app.deliverQueue]
 
-  function allowed (request: FastifyRequest): boolean {
-    const header = request.headers.authorization ?? ''
-    let given: string | undefined
-    if (header.slice(0, 7).toLowerCase() === 'bearer ') given = header.slice(7).trim()
-    if (header.slice(0, 6).toLowerCase() === 'basic ') {
-      const decoded = Buffer.from(header.slice(6), 'base64').toString('utf8')
-      given = decoded.slice(decoded.indexOf(':') + 1)
-    }
-    return token !== undefined && given !== undefined && safeEqual(given, token)
-  }
   async function guard (request: FastifyRequest, reply: FastifyReply) {
-    if (allowed(request)) return
+    if (isAdminToken(presentedAdminToken(request.headers.authorization, { basic: true }), token)) return
     reply.header('www-authenticate', 'Basic realm="conversion-relay admin", charset="UTF-8"')
     return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'the admin token is required (Bearer, or as the HTTP Basic password)' })
   }
