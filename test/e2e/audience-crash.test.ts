@@ -3,50 +3,20 @@
 // is held in the middle of the initial sync of 5,000 members and gets SIGKILL there. A new worker
 // resumes the same sync from its cursor: every member is sent at least once, nobody is sent a
 // wrong state, and the audience ends idle with every member counted.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { ADMIN_TOKEN, buildTestApp } from '../helpers/app.js'
 import { createAudience, getAudience, ingest, ingestDrained, ORDERED_30_DAYS, trackBy, waitFor, waitForAudience } from '../helpers/audience-setup.js'
 import { freshPrefix } from '../helpers/ingest-queue.js'
 import { startTestRedis } from '../helpers/redis.js'
+import { killWorkerProcess, startWorkerProcess } from '../helpers/worker-process.js'
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const USERS = 5000
 
 const redis = await startTestRedis()
 t.teardown(() => redis.close())
-
-interface Teardown { teardown: (fn: () => unknown) => void }
-
-/** The worker process; resolves once it consumes, with a promise of "paused" on its stdout. */
-async function startWorker (t: Teardown, env: Record<string, string>): Promise<{ child: ChildProcess, paused: Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/audience-worker.ts'], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  let errors = ''
-  let out = ''
-  child.stderr!.on('data', (chunk) => { errors += String(chunk) })
-  const paused = new Promise<void>((resolve) => child.stdout!.on('data', (chunk) => { out += String(chunk); if (out.includes('paused')) resolve() }))
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', () => { if (out.includes('ready')) resolve() })
-    child.once('exit', (code) => reject(new Error(`worker process exited (${code}) before it was ready: ${errors}`)))
-  })
-  return { child, paused }
-}
-
-async function kill (child: ChildProcess): Promise<void> {
-  const exited = once(child, 'exit')
-  child.kill('SIGKILL')
-  await exited
-}
 
 interface Logged { userId: string, messageId: string, traits: Record<string, unknown>, context: { personas: { computation_id: string } } }
 
@@ -73,7 +43,7 @@ t.test('a worker killed mid initial sync: a new worker resumes it, every member 
     EMITTED_LOG: logFile
   }
   // Held at its second emission: the first chunk of members is sent and its cursor stored.
-  const first = await startWorker(t, { ...workerEnv, PAUSE_AT_EMIT: '2' })
+  const first = await startWorkerProcess(t, 'test/helpers/audience-worker.ts', { ...workerEnv, PAUSE_AT_EMIT: '2' })
 
   const source = await api.createSource()
   const users = Array.from({ length: USERS }, (_, i) => `user-${String(i).padStart(5, '0')}`)
@@ -82,7 +52,7 @@ t.test('a worker killed mid initial sync: a new worker resumes it, every member 
 
   const audience = await createAudience(api, source.id, { name: 'Buyers', condition: ORDERED_30_DAYS })
   let paused = false
-  first.paused.then(() => { paused = true }, () => {})
+  first.printed('paused').then(() => { paused = true }, () => {})
   await waitFor(async () => paused || (await getAudience(api, audience.id)).status === 'idle', 60_000, 'the initial sync to be under way')
   t.ok(paused, 'the initial sync has members to send: the audience was built over the history')
   if (!paused) return
@@ -91,9 +61,9 @@ t.test('a worker killed mid initial sync: a new worker resumes it, every member 
   t.not(midway.initialCursor, '0', 'the first chunk is done and its cursor stored')
   t.ok(midway.initialSent > 0 && midway.initialSent < USERS, `part of the members sent (${midway.initialSent})`)
   t.match(await getAudience(api, audience.id), { size: USERS, status: 'syncing', lastSync: null }, 'every user is a member; the GET shows the sync under way')
-  await kill(first.child)
+  await killWorkerProcess(first.child)
 
-  await startWorker(t, workerEnv)
+  await startWorkerProcess(t, 'test/helpers/audience-worker.ts', workerEnv)
   const done = await waitForAudience(api, audience.id, (a) => a.status === 'idle' && a.lastSync !== null, 'the new worker to finish the initial sync', 60_000)
   await ingestDrained(api, 60_000)
   t.equal(done.size, USERS)

@@ -2,9 +2,6 @@
 // process (ROLE worker) whose request to the fake Graph API is held in flight when it gets
 // SIGKILL. BullMQ's stalled-job check hands the job to the next worker, and the conversions are
 // delivered (a duplicate would be fine: Meta de-duplicates by event_id).
-import { spawn, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { startFakeGraph } from '../fixtures/fake-graph.js'
 import { ADMIN_TOKEN, buildTestApp } from '../helpers/app.js'
@@ -14,37 +11,12 @@ import {
 } from '../helpers/delivery-setup.js'
 import { freshPrefix } from '../helpers/ingest-queue.js'
 import { startTestRedis } from '../helpers/redis.js'
+import { killWorkerProcess, startWorkerProcess } from '../helpers/worker-process.js'
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const SETTINGS = { conversionEvents: { 'Order Completed': '1001' } }
 
 const redis = await startTestRedis()
 t.teardown(() => redis.close())
-
-interface Teardown { teardown: (fn: () => unknown) => void }
-
-/** `npm start`-like worker process (test/helpers/delivery-worker.ts); resolves once it consumes. */
-async function startWorkerProcess (t: Teardown, env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/delivery-worker.ts'], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  let output = ''
-  child.stderr!.on('data', (chunk) => { output += String(chunk) })
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (chunk) => { if (String(chunk).includes('ready')) resolve() })
-    child.once('exit', (code) => reject(new Error(`worker process exited (${code}) before it was ready: ${output}`)))
-  })
-  return child
-}
-
-async function kill (child: ChildProcess): Promise<void> {
-  const exited = once(child, 'exit')
-  child.kill('SIGKILL')
-  await exited
-}
 
 t.test('a worker killed mid-delivery loses nothing', async (t) => {
   for (const kills of [1, 2]) {
@@ -74,11 +46,11 @@ t.test('a worker killed mid-delivery loses nothing', async (t) => {
       const messages = Array.from({ length: 5 }, (_, i) => track('Order Completed', { revenue: i + 1 }))
       await sendBatch(api, source.writeKey, messages)
       for (let attempt = 1; attempt <= kills; attempt++) {
-        const worker = await startWorkerProcess(t, workerEnv)
+        const worker = (await startWorkerProcess(t, 'test/helpers/delivery-worker.ts', workerEnv)).child
         await waitFor(() => heldRequests === attempt, 30_000, `request ${attempt} to be in flight`)
         const inFlight = await waitFor(async () => { const s = await destinationStats(api, destination.id); return s.received === 5 && s }, 10_000, 'the count')
         t.match(inFlight, { received: 5, retrying: 5, delivered: 0 }, 'in flight, not delivered')
-        await kill(worker)
+        await killWorkerProcess(worker)
       }
 
       // Another worker takes the job back once its lock has expired. (A generous Graph timeout:

@@ -22,16 +22,9 @@ export const FAST_DELIVERY_ENV: Record<string, string> = {
 
 interface Teardown { teardown: (fn: () => unknown) => void }
 
-export interface DestinationStats {
-  received: number
-  filtered: number
-  invalid: { total: number, byReason: Record<string, number> }
-  delivered: number
-  retrying: number
-  deadLettered: number
-  lastError: { message: string, code?: number, subcode?: number, status?: number, fbtraceId?: string, at: string } | null
-  lastSuccessAt: string | null
-}
+// The stats as the admin API serves them: the store's own type.
+import type { DestinationStats } from '../../plugins/destinations.js'
+export type { DestinationStats }
 
 type Truthy<T> = Exclude<T, false | null | undefined | 0 | ''>
 
