@@ -7,6 +7,7 @@ import { matchesWhere } from '../src/audiences/condition.js'
 import { dayNumber, evaluate, type CountedLeaf } from '../src/audiences/evaluate.js'
 import { DESTINATION_NAME } from '../src/facebook/settings.js'
 import type { RedisKeys } from '../src/keys.js'
+import { audienceChange } from '../src/segment/engage.js'
 import type { SegmentMessage } from '../src/segment/types.js'
 import type { IngestStage } from './ingest.js'
 import type { IngestJobData } from './queues.js'
@@ -45,13 +46,6 @@ export interface AudienceEngineDependencies {
 }
 
 type Affected = Map<string, Set<CompiledAudience>>
-
-interface Personas { computation_class?: unknown, computation_id?: unknown, computation_key?: unknown }
-
-function personasOf (message: SegmentMessage): Personas | undefined {
-  const personas = (message.context as { personas?: Personas } | undefined)?.personas
-  return typeof personas === 'object' && personas !== null ? personas : undefined
-}
 
 /**
  * A user's history, from the profile hash: per series — `h:<event code>`, or `w:<audience>.<leaf>`
@@ -154,6 +148,8 @@ export class AudienceEngine {
     const ownAudienceIds = new Set(audiences.map((a) => a.id))
     const writes = redis.pipeline()
     const affected: Affected = new Map()
+    // Whether to keep the legacy format's birthday parts: asked once per job, when needed.
+    let legacyBirthday: boolean | undefined
     const touch = (profileId: string, audience: CompiledAudience) => {
       let set = affected.get(profileId)
       if (set === undefined) affected.set(profileId, (set = new Set()))
@@ -166,20 +162,18 @@ export class AudienceEngine {
       if (profileId === undefined) continue
       if (message.type === 'identify') {
         const traits = message.traits ?? {}
-        const fields = profileFields(traits, { legacyBirthday: await this.deps.legacyFormat?.(sourceId) ?? false })
+        legacyBirthday ??= await this.deps.legacyFormat?.(sourceId) ?? false
+        const fields = profileFields(traits, { legacyBirthday })
         // Engage memberships — ours or a real Engage workspace's — are user properties.
-        const personas = personasOf(message)
-        const ownEmission = personas !== undefined && ownAudienceIds.has(String(personas.computation_id))
-        if (personas?.computation_class === 'audience' && typeof personas.computation_key === 'string') {
-          const value = traits[personas.computation_key]
-          if (typeof value === 'boolean') {
-            delete fields[`t:${personas.computation_key}`]
-            // Our own syncs' identifies leave the property alone: the engine wrote it when the
-            // membership changed, and the state an identify carries can be out of date by the time
-            // it is processed (a later change) or meant for one destination only (unlinking one
-            // sends false while the user stays a member) — it used to overwrite the profile.
-            if (!ownEmission) fields[`a:${personas.computation_key}`] = value ? '1' : '0'
-          }
+        const change = audienceChange(message)
+        const ownEmission = change?.computationId !== undefined && ownAudienceIds.has(change.computationId)
+        if (change !== undefined) {
+          delete fields[`t:${change.key}`]
+          // Our own syncs' identifies leave the property alone: the engine wrote it when the
+          // membership changed, and the state an identify carries can be out of date by the time
+          // it is processed (a later change) or meant for one destination only (unlinking one
+          // sends false while the user stays a member) — it used to overwrite the profile.
+          if (!ownEmission) fields[`a:${change.key}`] = change.member ? '1' : '0'
         }
         profiles.applyIdentify(writes, sourceId, profileId, message.anonymousId, fields)
         // Our own sync's identifies change nothing the engine does not know already.

@@ -2,6 +2,7 @@ import type { Queue } from 'bullmq'
 import type { DestinationStore, StatsDelta } from '../plugins/destinations.js'
 import { DESTINATION_NAME, DESTINATION_TYPE } from '../src/facebook/settings.js'
 import { audienceEntryConversion, transformTrack, type InvalidReason, type TransformOptions, type TransformResult } from '../src/facebook/transform.js'
+import { audienceChange } from '../src/segment/engage.js'
 import { isDestinationEnabled } from '../src/segment/integrations.js'
 import type { SegmentMessage } from '../src/segment/types.js'
 import type { IngestStage } from './ingest.js'
@@ -22,20 +23,6 @@ export interface RouteDependencies {
 }
 
 export type Enrichment = Pick<TransformOptions, 'profileKeys' | 'audienceProperties'>
-
-interface Personas { computation_class?: unknown, computation_key?: unknown }
-
-/**
- * An audience change (ours, or a real Engage workspace's identify): the audience key and the new
- * membership, when the message is one.
- */
-function audienceChange (message: SegmentMessage): { key: string, member: boolean } | undefined {
-  if (message.type !== 'identify') return undefined
-  const personas = (message.context as { personas?: Personas } | undefined)?.personas
-  if (personas?.computation_class !== 'audience' || typeof personas.computation_key !== 'string') return undefined
-  const member = message.traits?.[personas.computation_key]
-  return typeof member === 'boolean' ? { key: personas.computation_key, member } : undefined
-}
 
 /** Our audience syncs name the destinations they are for (`context.relay.destinationIds`). */
 function addressedTo (message: SegmentMessage, destinationId: string): boolean {
