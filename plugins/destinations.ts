@@ -92,7 +92,8 @@ export class DestinationStore {
   async create (input: { sourceId: string, type: string, name: string, enabled: boolean, settings: FacebookSettings }): Promise<StoredDestination> {
     const now = new Date().toISOString()
     const destination: StoredDestination = { id: `dst_${randomBytes(8).toString('hex')}`, ...input, authStatus: 'ok', createdAt: now, updatedAt: now }
-    await this.redis.multi()
+    // A pipeline, not MULTI: the keys live in different hash slots on Redis Cluster.
+    await this.redis.pipeline()
       .hset(this.keys.destinations, destination.id, JSON.stringify(destination))
       .sadd(this.keys.sourceDestinations(input.sourceId), destination.id)
       .exec()
@@ -118,10 +119,11 @@ export class DestinationStore {
   async remove (id: string): Promise<boolean> {
     const current = await this.get(id)
     if (current === undefined) return false
-    await this.redis.multi()
+    await this.redis.pipeline()
       .hdel(this.keys.destinations, id)
       .srem(this.keys.sourceDestinations(current.sourceId), id)
-      .del(this.keys.accessToken(id), this.keys.pausedUntil(id))
+      .del(this.keys.accessToken(id))
+      .del(this.keys.pausedUntil(id))
       .exec()
     await this.redis.del(this.keys.destinationStats(id), this.keys.deadLetters(id), this.keys.heldJobs(id))
     this.bySourceCache.delete(current.sourceId)

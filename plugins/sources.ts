@@ -75,12 +75,11 @@ export class SourceStore {
     if (stored === undefined) return false
     const dedup = this.keys.dedup(id)
     const previousKeys = (stored.previousWriteKeys ?? []).map((key) => this.keys.writeKey(key.hash))
-    await this.redis.pipeline()
-      .hdel(this.keys.sources, id)
-      .del(this.keys.writeKey(stored.writeKeyHash), ...previousKeys, this.keys.sourceStats(id))
-      .exec()
-    // Separate command: the dedup keys live in the source's own hash slot.
-    await this.redis.del(dedup.current, dedup.previous, dedup.startedAt)
+    // One DEL per hash slot (Redis Cluster refuses a multi-key DEL across slots); the dedup keys
+    // share the source's slot.
+    const pipeline = this.redis.pipeline().hdel(this.keys.sources, id).del(this.keys.sourceStats(id))
+    for (const key of [this.keys.writeKey(stored.writeKeyHash), ...previousKeys]) pipeline.del(key)
+    await pipeline.del(dedup.current, dedup.previous, dedup.startedAt).exec()
     this.cache.clear()
     return true
   }
