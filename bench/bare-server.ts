@@ -1,7 +1,6 @@
 import Fastify from 'fastify'
 import secureJson from 'secure-json-parse'
-import { DateTime } from 'luxon'
-import { isPlainObject, prepareMessage } from '../src/segment/message.js'
+import { checkMessage, isPlainObject } from '../src/segment/message.js'
 
 /**
  * The baseline for bench/ingest.ts: a bare Fastify route that only parses and validates the same
@@ -13,15 +12,14 @@ app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 4 * 1024 * 1024 },
   try { done(null, secureJson.parse(body as Buffer, undefined, { protoAction: 'error', constructorAction: 'error' })) } catch (err) { done(err as Error, undefined) }
 })
 app.post('/v1/track', async (request, reply) => {
-  const prepared = prepareMessage(request.body, { receivedAt: DateTime.utc(), pathType: 'track' })
-  return reply.code(prepared.ok ? 200 : 400).send(prepared.ok ? { success: true } : { success: false, error: prepared.error })
+  const checked = checkMessage(request.body, 'track')
+  return reply.code(checked.ok ? 200 : 400).send(checked.ok ? { success: true } : { success: false, error: checked.error })
 })
 app.post('/v1/batch', async (request, reply) => {
   const body = request.body as Record<string, unknown>
   const items = isPlainObject(body) && Array.isArray(body.batch) ? body.batch : []
-  const envelope = { receivedAt: DateTime.utc() }
   let rejected = 0
-  for (const item of items) if (!prepareMessage(item, envelope).ok) rejected++
+  for (const item of items) if (!checkMessage(item).ok) rejected++
   return reply.send(rejected > 0 ? { success: true, rejected } : { success: true })
 })
 const url = await app.listen({ port: Number(process.env.PORT ?? 0), host: '127.0.0.1' })

@@ -1,6 +1,6 @@
 import type { Job } from 'bullmq'
 import type { SegmentMessage } from '../src/segment/types.js'
-import type { IngestJobData } from './queues.js'
+import { jobMessages, type IngestJobData } from './queues.js'
 
 /**
  * A stage of the ingest pipeline: gets every message of a job, in order, grouped by source.
@@ -11,8 +11,9 @@ export type IngestStage = (sourceId: string, messages: SegmentMessage[]) => Prom
 
 export function createIngestProcessor (stages: IngestStage[]) {
   return async function processIngestJob (job: Job<IngestJobData>): Promise<{ messages: number }> {
+    const messages = jobMessages(job.data)
     const bySource = new Map<string, SegmentMessage[]>()
-    for (const [sourceId, message] of job.data.messages) {
+    for (const [sourceId, message] of messages) {
       let list = bySource.get(sourceId)
       if (list === undefined) bySource.set(sourceId, (list = []))
       list.push(message)
@@ -20,6 +21,6 @@ export function createIngestProcessor (stages: IngestStage[]) {
     for (const [sourceId, messages] of bySource) {
       for (const stage of stages) await stage(sourceId, messages)
     }
-    return { messages: job.data.messages.length }
+    return { messages: messages.length }
   }
 }

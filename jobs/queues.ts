@@ -1,17 +1,63 @@
 import type { JobsOptions } from 'bullmq'
 import type { FacebookSettings } from '../src/facebook/settings.js'
-import type { SegmentMessage } from '../src/segment/types.js'
+import { DateTime } from 'luxon'
+import { isPlainObject, parseTime, prepareMessage, type RequestEnvelope } from '../src/segment/message.js'
+import type { MessageType, SegmentMessage } from '../src/segment/types.js'
 
 export const QUEUE_NAMES = {
   ingest: 'ingest'
 } as const
 
 /**
- * One ingest job carries many messages (group commit): per-message jobs cap near 7–12k/s.
- * Each entry is `[sourceId, message]`.
+ * A request as the API stores it: the body as received (after decompression), with what the
+ * API decided. The worker parses it again and sets the server fields (prepareMessage), which
+ * costs it less than the API would pay to serialise every message once more.
+ */
+export interface StoredRequest {
+  sourceId: string
+  /** The server's clock when the request arrived, in ms. */
+  receivedAt: number
+  /** Given by a single-message path (`/v1/track`): the body is one message. */
+  pathType?: MessageType
+  /** Messages sent without an id get `<idPrefix>-<index>`. */
+  idPrefix: string
+  body: string
+  /** Indexes in `batch` not to process: rejected, or duplicates of stored messages. */
+  skip?: number[]
+}
+
+/**
+ * One ingest job carries many requests (group commit): per-message jobs cap near 7–12k/s.
+ * Jobs queued by earlier builds carry `messages`, each `[sourceId, message]`.
  */
 export interface IngestJobData {
-  messages: Array<[string, SegmentMessage]>
+  requests?: StoredRequest[]
+  messages?: Array<[string, SegmentMessage]>
+}
+
+/** The messages of an ingest job, in order, as `[sourceId, message]`. */
+export function jobMessages (data: IngestJobData): Array<[string, SegmentMessage]> {
+  const out: Array<[string, SegmentMessage]> = data.messages ?? []
+  for (const request of data.requests ?? []) {
+    const body = JSON.parse(request.body) as Record<string, unknown>
+    const envelope: RequestEnvelope = { receivedAt: DateTime.fromMillis(request.receivedAt, { zone: 'utc' }), pathType: request.pathType, idPrefix: request.idPrefix }
+    let items: unknown[] = [body]
+    if (request.pathType === undefined) {
+      items = body.batch as unknown[]
+      envelope.sentAt = parseTime(body.sentAt) ?? undefined
+      if (isPlainObject(body.context)) envelope.context = body.context
+      if (isPlainObject(body.integrations)) envelope.integrations = body.integrations
+    }
+    const skip = new Set(request.skip)
+    items.forEach((item, index) => {
+      if (skip.has(index)) return
+      // The API accepted it: the same checks pass again (a failure would be a bug, and throws).
+      const prepared = prepareMessage(item, envelope, index)
+      if (!prepared.ok) throw new Error(`stored message ${index} no longer passes: ${prepared.error}`)
+      out.push([request.sourceId, prepared.message])
+    })
+  }
+  return out
 }
 
 export const INGEST_JOB_OPTIONS: JobsOptions = {

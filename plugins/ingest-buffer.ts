@@ -2,9 +2,8 @@ import { hash } from 'node:crypto'
 import type { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { Redis, Result } from 'ioredis'
-import type { IngestJobData } from '../jobs/queues.js'
+import type { IngestJobData, StoredRequest } from '../jobs/queues.js'
 import type { RedisKeys } from '../src/keys.js'
-import type { SegmentMessage } from '../src/segment/types.js'
 
 export class UnavailableError extends Error {
   constructor (message: string, readonly retryAfterSeconds = 5) { super(message) }
@@ -12,29 +11,49 @@ export class UnavailableError extends Error {
 
 export interface SubmitResult { accepted: number, duplicate: number }
 
-interface Pending {
-  sourceId: string
-  messages: SegmentMessage[]
+/** One request's part in a flush. */
+export interface Submission {
+  request: StoredRequest
+  /** How many of its messages are valid (the others are in `request.skip`). */
+  valid: number
+  /** The client-given ids of its valid messages, and their indexes (server-given ids are new). */
+  ids: string[]
+  indexes: number[]
   rejected: number
+}
+
+interface Pending extends Submission {
   resolve: (result: SubmitResult) => void
   reject: (err: Error) => void
 }
 
 // Message ids seen in the current window, or the one before it (so each is remembered at least
 // one window). Fingerprints are 16-byte MD5 digests of the id: collisions between distinct ids are
-// out of reach (2^-64 at billions of ids), so a new message is never taken for a duplicate.
-const DEDUP_CHECK = `
-local current = redis.call('SMISMEMBER', KEYS[1], unpack(ARGV))
-local previous = redis.call('SMISMEMBER', KEYS[2], unpack(ARGV))
-for i = 1, #current do
-  if previous[i] == 1 then current[i] = 1 end
+// out of reach (2^-64 at billions of ids), so a new message is never taken for a duplicate. They
+// travel as one string (ARGV[1]) — thousands of separate arguments cost the client more than the
+// check — and the answer is one string of '0' (new) and '1' (seen).
+const SPLIT_FINGERPRINTS = `
+local blob = ARGV[#ARGV]
+local ids = {}
+for i = 1, #blob, 16 do ids[#ids + 1] = string.sub(blob, i, i + 15) end
+`
+// Lua's unpack() takes a few thousand values at most.
+const DEDUP_CHECK = SPLIT_FINGERPRINTS + `
+local seen = {}
+for s = 1, #ids, 2000 do
+  local e = math.min(s + 1999, #ids)
+  local current = redis.call('SMISMEMBER', KEYS[1], unpack(ids, s, e))
+  local previous = redis.call('SMISMEMBER', KEYS[2], unpack(ids, s, e))
+  for i = 1, #current do
+    seen[#seen + 1] = (current[i] == 1 or previous[i] == 1) and '1' or '0'
+  end
 end
-return current`
+return table.concat(seen)`
 
 // Remembers ids in the current window. The window rotates when it is older than the dedup window
 // or holds the configured maximum (the memory budget): the previous window is then dropped early,
 // which may let a duplicate through but never drops a new message.
-const DEDUP_REMEMBER = `
+const DEDUP_REMEMBER = SPLIT_FINGERPRINTS + `
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local maxIds = tonumber(ARGV[3])
@@ -49,19 +68,18 @@ elseif now - started >= window or redis.call('SCARD', KEYS[1]) >= maxIds then
   end
   redis.call('SET', KEYS[3], now, 'PX', window * 2)
 end
-redis.call('SADD', KEYS[1], unpack(ARGV, 4))
+for s = 1, #ids, 2000 do
+  redis.call('SADD', KEYS[1], unpack(ids, s, math.min(s + 1999, #ids)))
+end
 redis.call('PEXPIRE', KEYS[1], window * 2)
 return 1`
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    dedupCheck(current: string, previous: string, ...fingerprints: Buffer[]): Result<number[], Context>
-    dedupRemember(current: string, previous: string, startedAt: string, now: number, windowMs: number, maxIds: number, ...fingerprints: Buffer[]): Result<number, Context>
+    dedupCheck(current: string, previous: string, fingerprints: Buffer): Result<string, Context>
+    dedupRemember(current: string, previous: string, startedAt: string, now: number, windowMs: number, maxIds: number, fingerprints: Buffer): Result<number, Context>
   }
 }
-
-// Lua's unpack() takes a few thousand arguments at most.
-const LUA_CHUNK = 2000
 
 export interface IngestBufferOptions {
   maxJobMessages: number
@@ -80,6 +98,8 @@ export interface IngestBufferOptions {
  */
 export class IngestBuffer {
   private pending: Pending[] = []
+  /** Valid messages in `pending`. */
+  private pendingMessages = 0
   private inFlight = 0
   private scheduled = false
   private backlogJobs = 0
@@ -101,14 +121,15 @@ export class IngestBuffer {
     this.refreshBacklog()
   }
 
-  /** Stores the valid messages of one request and counts its rejected ones. */
-  submit (sourceId: string, messages: SegmentMessage[], rejected: number): Promise<SubmitResult> {
+  /** Stores one request's valid messages (none is stored when all are duplicates) and counts its rejected ones. */
+  submit (submission: Submission): Promise<SubmitResult> {
     if (this.redis.status !== 'ready') return Promise.reject(new UnavailableError('storage (Redis) is unreachable; retry later'))
     if (this.backlogJobs > this.options.maxBacklogJobs) {
       return Promise.reject(new UnavailableError(`the ingest backlog is over ${this.options.maxBacklogJobs} jobs; retry later`, 2))
     }
     return new Promise((resolve, reject) => {
-      this.pending.push({ sourceId, messages, rejected, resolve, reject })
+      this.pending.push({ ...submission, resolve, reject })
+      this.pendingMessages += submission.valid
       this.schedule()
     })
   }
@@ -134,13 +155,17 @@ export class IngestBuffer {
 
   private flush (): void {
     while (this.pending.length > 0 && this.inFlight < this.maxInFlight) {
+      // While a flush is in flight, the next one waits to be full: small requests (single
+      // messages) then share few, large flushes — each flush costs about as much as a request.
+      if (this.inFlight > 0 && this.pendingMessages < this.options.maxJobMessages) return
       const group: Pending[] = []
       let size = 0
-      while (this.pending.length > 0 && (group.length === 0 || size + this.pending[0].messages.length <= this.options.maxJobMessages)) {
+      while (this.pending.length > 0 && (group.length === 0 || size + this.pending[0].valid <= this.options.maxJobMessages)) {
         const next = this.pending.shift()!
-        size += next.messages.length
+        size += next.valid
         group.push(next)
       }
+      this.pendingMessages -= size
       this.inFlight++
       this.commit(group)
         .then(
@@ -158,68 +183,69 @@ export class IngestBuffer {
   }
 
   private async commit (group: Pending[]): Promise<SubmitResult[]> {
+    const duplicates = new Map<Pending, number[]>()
     // Fingerprints per source; a repeat inside this flush is a duplicate without asking Redis.
-    const bySource = new Map<string, { fingerprints: Buffer[], positions: Array<[number, number]>, seen: Set<string> }>()
-    const fresh: boolean[][] = group.map((p) => new Array(p.messages.length).fill(false))
-    group.forEach((p, g) => {
-      let entry = bySource.get(p.sourceId)
-      if (entry === undefined) {
-        entry = { fingerprints: [], positions: [], seen: new Set() }
-        bySource.set(p.sourceId, entry)
+    const bySource = new Map<string, { fingerprints: Buffer[], owners: Array<Pending>, indexes: number[], seen: Set<string> }>()
+    for (const p of group) {
+      let entry = bySource.get(p.request.sourceId)
+      if (entry === undefined) bySource.set(p.request.sourceId, (entry = { fingerprints: [], owners: [], indexes: [], seen: new Set() }))
+      for (let i = 0; i < p.ids.length; i++) {
+        if (entry.seen.has(p.ids[i])) {
+          duplicateOf(p).push(p.indexes[i])
+          continue
+        }
+        entry.seen.add(p.ids[i])
+        entry.fingerprints.push(hash('md5', p.ids[i], 'buffer'))
+        entry.owners.push(p)
+        entry.indexes.push(p.indexes[i])
       }
-      p.messages.forEach((message, m) => {
-        if (entry.seen.has(message.messageId)) return
-        entry.seen.add(message.messageId)
-        entry.fingerprints.push(hash('md5', message.messageId, 'buffer'))
-        entry.positions.push([g, m])
-      })
-    })
+    }
 
     const sources = [...bySource.entries()].filter(([, e]) => e.fingerprints.length > 0)
+    const fresh = new Map<string, Buffer[]>()
     if (sources.length > 0) {
       const check = this.redis.pipeline()
       for (const [sourceId, entry] of sources) {
         const keys = this.keys.dedup(sourceId)
-        for (let i = 0; i < entry.fingerprints.length; i += LUA_CHUNK) {
-          check.dedupCheck(keys.current, keys.previous, ...entry.fingerprints.slice(i, i + LUA_CHUNK))
-        }
+        check.dedupCheck(keys.current, keys.previous, Buffer.concat(entry.fingerprints))
       }
       const answers = await check.exec()
-      let a = 0
-      for (const [, entry] of sources) {
-        const flags: number[] = []
-        for (let i = 0; i < entry.fingerprints.length; i += LUA_CHUNK) {
-          const [err, result] = answers![a++]
-          if (err) throw err
-          flags.push(...(result as number[]))
+      sources.forEach(([sourceId, entry], s) => {
+        const [err, seen] = answers![s]
+        if (err) throw err
+        const remembered: Buffer[] = []
+        for (let i = 0; i < entry.fingerprints.length; i++) {
+          if ((seen as string).charCodeAt(i) === ONE) duplicateOf(entry.owners[i]).push(entry.indexes[i])
+          else remembered.push(entry.fingerprints[i])
         }
-        entry.positions.forEach(([g, m], i) => { fresh[g][m] = flags[i] === 0 })
-      }
+        fresh.set(sourceId, remembered)
+      })
     }
 
-    const jobMessages: Array<[string, SegmentMessage]> = []
-    group.forEach((p, g) => p.messages.forEach((message, m) => {
-      if (fresh[g][m]) jobMessages.push([p.sourceId, message])
-    }))
-    if (jobMessages.length > 0) await this.queue.add('messages', { messages: jobMessages })
+    const results = group.map((p) => {
+      const duplicate = duplicates.get(p)?.length ?? 0
+      return { accepted: p.valid - duplicate, duplicate }
+    })
+    const requests: StoredRequest[] = []
+    group.forEach((p, g) => {
+      if (results[g].accepted === 0) return
+      const dropped = duplicates.get(p)
+      if (dropped !== undefined) p.request.skip = [...(p.request.skip ?? []), ...dropped].sort((a, b) => a - b)
+      requests.push(p.request)
+    })
+    if (requests.length > 0) await this.queue.add('requests', { requests })
 
     // Stored: now remember the ids and count. Were this to fail, a retried request could be
     // stored twice (a duplicate may pass) — never the other way round.
-    const results = group.map((p, g) => {
-      const accepted = fresh[g].filter(Boolean).length
-      return { accepted, duplicate: p.messages.length - accepted }
-    })
     const after = this.redis.pipeline()
     const now = Date.now()
-    for (const [sourceId, entry] of sources) {
+    for (const [sourceId, remembered] of fresh) {
+      if (remembered.length === 0) continue
       const keys = this.keys.dedup(sourceId)
-      const remembered = entry.fingerprints.filter((_, i) => { const [g, m] = entry.positions[i]; return fresh[g][m] })
-      for (let i = 0; i < remembered.length; i += LUA_CHUNK) {
-        after.dedupRemember(keys.current, keys.previous, keys.startedAt, now, this.options.dedupWindowMs, this.options.dedupMaxIds, ...remembered.slice(i, i + LUA_CHUNK))
-      }
+      after.dedupRemember(keys.current, keys.previous, keys.startedAt, now, this.options.dedupWindowMs, this.options.dedupMaxIds, Buffer.concat(remembered))
     }
     group.forEach((p, g) => {
-      const key = this.keys.sourceStats(p.sourceId)
+      const key = this.keys.sourceStats(p.request.sourceId)
       const { accepted, duplicate } = results[g]
       if (accepted > 0) after.hincrby(key, 'accepted', accepted)
       if (duplicate > 0) after.hincrby(key, 'duplicate', duplicate)
@@ -235,8 +261,16 @@ export class IngestBuffer {
       this.options.onError?.(err as Error, results)
     }
     return results
+
+    function duplicateOf (p: Pending): number[] {
+      let list = duplicates.get(p)
+      if (list === undefined) duplicates.set(p, (list = []))
+      return list
+    }
   }
 }
+
+const ONE = 0x31
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -245,7 +279,12 @@ declare module 'fastify' {
 }
 
 export default fp(async (app) => {
-  const buffer = new IngestBuffer(app.redis, app.queues.ingest, app.keys, {
+  // A connection of its own: ioredis copies every script defined on a connection into each
+  // pipeline it makes, and the shared one has many; this one has two (a pipeline per flush).
+  const redis = app.redis.duplicate()
+  redis.on('error', () => {}) // the shared connection logs Redis outages
+  if (app.redis.status === 'ready') await new Promise((resolve) => redis.once('ready', resolve))
+  const buffer = new IngestBuffer(redis, app.queues.ingest, app.keys, {
     maxJobMessages: app.config.INGEST_JOB_MAX_MESSAGES,
     dedupWindowMs: app.config.dedupWindowMs,
     dedupMaxIds: app.config.DEDUP_MAX_IDS,
@@ -253,5 +292,8 @@ export default fp(async (app) => {
     onError: (err, results) => app.log.error({ err, results }, 'messages stored, but their ids and counts were not recorded')
   })
   app.decorate('ingestBuffer', buffer)
-  app.addHook('onClose', async () => { buffer.close() })
+  app.addHook('onClose', async () => {
+    buffer.close()
+    await redis.quit().catch(() => redis.disconnect())
+  })
 }, { name: 'ingest-buffer', dependencies: ['queues'] })

@@ -10,6 +10,9 @@ export const ConfigSchema = Type.Object({
   PORT: Type.Integer({ default: 3000, minimum: 0, maximum: 65535 }),
   HOST: Type.String({ default: '127.0.0.1' }),
   ROLE: Type.Enum(['all', 'api', 'worker'], { default: 'all' }),
+  // Processes running the role (node:cluster; they share the HTTP port). One Node.js process uses
+  // about one core: on N cores, N processes take about N times the batched traffic.
+  PROCESSES: Type.Integer({ default: 1, minimum: 1, maximum: 64 }),
   LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
   // Unset: `npm start` uses 127.0.0.1:6379 when it answers, else launches a local redis-server.
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),

@@ -1,3 +1,4 @@
+import cluster from 'node:cluster'
 import closeWithGrace from 'close-with-grace'
 import { buildApp, LOG_REDACT } from './app.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
@@ -9,6 +10,8 @@ import pino from 'pino'
  * Entry point (`npm start`). Loads the configuration, finds or launches Redis, fills in the
  * generated secrets, and runs the role's app until a signal, then shuts down gracefully:
  * stop accepting, finish in-flight requests and jobs, close the queues and Redis.
+ * With PROCESSES > 1 this process does the preparing, then runs that many processes of the role
+ * (node:cluster: they share the HTTP port) and restarts any that dies.
  */
 async function main (): Promise<void> {
   let config: Config
@@ -50,6 +53,10 @@ async function main (): Promise<void> {
     log.warn({ path: secret.path }, 'SECRET_KEY is unset: using the key kept in this file. Several replicas must share one SECRET_KEY, or they cannot read each other\'s stored tokens')
   }
 
+  if (config.PROCESSES > 1) {
+    runProcesses(config, log, localRedis)
+    return
+  }
   const app = await buildApp({ config })
   closeWithGrace({ delay: config.SHUTDOWN_TIMEOUT_MS, logger: app.log }, async ({ err }) => {
     if (err) app.log.error({ err }, 'shutting down after an error')
@@ -58,6 +65,32 @@ async function main (): Promise<void> {
   })
   await app.listen({ port: config.PORT, host: config.HOST })
   app.log.info({ role: config.ROLE, docs: `http://${config.HOST}:${config.PORT}/docs` }, 'conversion relay is running')
+}
+
+/** The primary of PROCESSES > 1: each process gets the prepared Redis URL and secrets. */
+function runProcesses (config: Config, log: pino.Logger, localRedis: LocalRedis | undefined): void {
+  const env = { REDIS_URL: config.REDIS_URL, ADMIN_TOKEN: config.ADMIN_TOKEN, SECRET_KEY: config.SECRET_KEY, PROCESSES: '1' }
+  let stopping = false
+  const fork = () => cluster.fork(env)
+  for (let i = 0; i < config.PROCESSES; i++) fork()
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return
+    log.error({ pid: worker.process.pid, code, signal }, 'a service process exited; starting another')
+    // Not in a tight loop when it dies at boot (a bad configuration would stop every one).
+    setTimeout(fork, 1000).unref()
+  })
+  const stop = () => {
+    if (stopping) return
+    stopping = true
+    // Each process shuts down gracefully on its own SIGTERM; Redis stops after the last.
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM')
+    const done = () => { Promise.resolve(localRedis?.stop()).finally(() => process.exit(0)) }
+    if (Object.keys(cluster.workers ?? {}).length === 0) done()
+    else cluster.on('exit', () => { if (Object.keys(cluster.workers ?? {}).length === 0) done() })
+  }
+  process.once('SIGTERM', stop)
+  process.once('SIGINT', stop)
+  log.info({ processes: config.PROCESSES, role: config.ROLE, docs: `http://${config.HOST}:${config.PORT}/docs` }, 'conversion relay is running')
 }
 
 main().catch((err) => {

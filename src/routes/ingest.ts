@@ -1,19 +1,21 @@
+import { randomUUID } from 'node:crypto'
 import { createGunzip, createInflate } from 'node:zlib'
 import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { DateTime } from 'luxon'
 import secureJson from 'secure-json-parse'
 import { Type } from 'typebox'
 import { UnavailableError } from '../../plugins/ingest-buffer.js'
+import type { StoredRequest } from '../../jobs/queues.js'
+import { batchItemSpans } from '../segment/batch-text.js'
 import { RateLimiter } from '../rate-limit.js'
-import { isPlainObject, parseTime, PATH_TYPES, prepareMessage, type RequestEnvelope } from '../segment/message.js'
-import type { MessageType, SegmentMessage } from '../segment/types.js'
+import { checkMessage, isPlainObject, parseTime, PATH_TYPES } from '../segment/message.js'
+import type { MessageType } from '../segment/types.js'
 import { writeKeyFromBody, writeKeyFromHeader } from '../segment/write-key.js'
 import { IngestError, IngestSuccess, ref } from './schemas.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** Size of the body after decompression. */
-    bodyBytes?: number
+    /** The body as text, after decompression. */
+    bodyText?: string
   }
 }
 
@@ -74,12 +76,15 @@ const ingest: FastifyPluginAsync = async (app) => {
 
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.MAX_REQUEST_BYTES }, (request, body, done) => {
-    request.bodyBytes = (body as Buffer).length
     // This parser takes every body (Fastify's own JSON parser, which would say so, is removed).
-    if (request.bodyBytes === 0) return done(new IngestHttpError(400, 'the body is empty; send a JSON message or batch'), undefined)
+    if ((body as Buffer).length === 0) return done(new IngestHttpError(400, 'the body is empty; send a JSON message or batch'), undefined)
     try {
+      // The text is what gets stored (StoredRequest); a byte-order mark is no part of it.
+      let text = (body as Buffer).toString('utf8')
+      if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
+      request.bodyText = text
       // Prototype-poisoning keys (__proto__, constructor.prototype) are refused, not stripped.
-      done(null, secureJson.parse(body as Buffer, undefined, { protoAction: 'error', constructorAction: 'error' }))
+      done(null, secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' }))
     } catch (err) {
       const message = (err as Error).message
       done(new IngestHttpError(400, /prototype/i.test(message) ? `forbidden key in the JSON body: ${message}` : `malformed JSON: ${message}`), undefined)
@@ -143,16 +148,18 @@ const ingest: FastifyPluginAsync = async (app) => {
     if (wait > 0) throw new IngestHttpError(429, `rate limit of ${config.RATE_LIMIT_EVENTS_PER_SECOND} messages a second for this source exceeded; retry after ${wait} s`, { 'retry-after': String(wait) })
   }
 
-  function tooLarge (message: unknown, bodyBytes: number): number | undefined {
-    // Only a body over the message limit can hold an oversized message: skip the measuring otherwise.
-    if (bodyBytes <= config.MAX_MESSAGE_BYTES) return undefined
-    const bytes = Buffer.byteLength(JSON.stringify(message))
-    return bytes > config.MAX_MESSAGE_BYTES ? bytes : undefined
+  function tooLargeError (bytes: number): string {
+    return `message is ${bytes} bytes; the limit is ${config.MAX_MESSAGE_BYTES} bytes a message`
   }
 
   /** Counts one rejected single message; the answer does not wait for the count. */
-  function countRejected (sourceId: string): void {
-    app.ingestBuffer.submit(sourceId, [], 1).catch(() => {})
+  function countRejected (request: StoredRequest): void {
+    app.ingestBuffer.submit({ request, valid: 0, ids: [], indexes: [], rejected: 1 }).catch(() => {})
+  }
+
+  function storedRequest (request: FastifyRequest, sourceId: string, pathType?: MessageType): StoredRequest {
+    // A fresh prefix per request: the ids it gives are new by construction, never checked for repeats.
+    return { sourceId, receivedAt: Date.now(), pathType, idPrefix: `relay-${randomUUID()}`, body: request.bodyText! }
   }
 
   async function single (request: FastifyRequest, reply: FastifyReply, pathType: MessageType) {
@@ -160,18 +167,20 @@ const ingest: FastifyPluginAsync = async (app) => {
     if (!isPlainObject(body)) throw new IngestHttpError(400, 'the body must be a JSON object (one message)')
     const sourceId = await sourceFor(request, body, [])
     limit(sourceId, 1)
-    const bytes = tooLarge(body, request.bodyBytes ?? 0)
-    if (bytes !== undefined) {
+    const stored = storedRequest(request, sourceId, pathType)
+    const checked = checkMessage(body, pathType)
+    if (!checked.ok) {
+      countRejected(stored)
+      throw new IngestHttpError(400, checked.error)
+    }
+    const bytes = Buffer.byteLength(stored.body)
+    if (bytes > config.MAX_MESSAGE_BYTES) {
       // Counted as rejected, like an oversized message inside a batch.
-      countRejected(sourceId)
-      throw new IngestHttpError(413, `message is ${bytes} bytes; the limit is ${config.MAX_MESSAGE_BYTES} bytes a message`)
+      countRejected(stored)
+      throw new IngestHttpError(413, tooLargeError(bytes))
     }
-    const prepared = prepareMessage(body, { receivedAt: DateTime.utc(), pathType })
-    if (!prepared.ok) {
-      countRejected(sourceId)
-      throw new IngestHttpError(400, prepared.error)
-    }
-    await app.ingestBuffer.submit(sourceId, [prepared.message], 0)
+    const ids = checked.messageId === undefined ? [] : [checked.messageId]
+    await app.ingestBuffer.submit({ request: stored, valid: 1, ids, indexes: [0], rejected: 0 })
     return reply.send({ success: true })
   }
 
@@ -184,33 +193,49 @@ const ingest: FastifyPluginAsync = async (app) => {
     const sourceId = await sourceFor(request, body, items)
     limit(sourceId, Math.max(1, items.length))
 
-    const sentAt = parseTime(body.sentAt)
-    if (sentAt === null) throw new IngestHttpError(400, 'sentAt must be an ISO-8601 date-time')
+    if (parseTime(body.sentAt) === null) throw new IngestHttpError(400, 'sentAt must be an ISO-8601 date-time')
     for (const field of ['context', 'integrations'] as const) {
       if (body[field] !== undefined && body[field] !== null && !isPlainObject(body[field])) throw new IngestHttpError(400, `${field} must be an object`)
     }
-    const envelope: RequestEnvelope = {
-      receivedAt: DateTime.utc(),
-      sentAt,
-      context: isPlainObject(body.context) ? body.context : undefined,
-      integrations: isPlainObject(body.integrations) ? body.integrations : undefined
-    }
-    const accepted: SegmentMessage[] = []
+    const stored = storedRequest(request, sourceId)
+    const sizes = messageSizes(stored.body, items)
     const rejected: Array<{ index: number, messageId?: string, error: string }> = []
-    const bodyBytes = request.bodyBytes ?? 0
+    const ids: string[] = []
+    const indexes: number[] = []
     items.forEach((item, index) => {
-      const bytes = tooLarge(item, bodyBytes)
-      if (bytes !== undefined) {
-        const messageId = typeof item?.messageId === 'string' ? item.messageId.slice(0, 100) : undefined
-        rejected.push({ index, messageId, error: `message is ${bytes} bytes; the limit is ${config.MAX_MESSAGE_BYTES} bytes a message` })
-        return
+      const checked = checkMessage(item)
+      if (!checked.ok) {
+        rejected.push({ index, messageId: checked.messageId, error: checked.error })
+      } else if (sizes !== undefined && sizes(index) > config.MAX_MESSAGE_BYTES) {
+        rejected.push({ index, messageId: checked.messageId, error: tooLargeError(sizes(index)) })
+      } else if (checked.messageId !== undefined) {
+        ids.push(checked.messageId)
+        indexes.push(index)
       }
-      const prepared = prepareMessage(item, envelope)
-      if (prepared.ok) accepted.push(prepared.message)
-      else rejected.push({ index, messageId: prepared.messageId, error: prepared.error })
     })
-    await app.ingestBuffer.submit(sourceId, accepted, rejected.length)
+    if (rejected.length > 0) stored.skip = rejected.map((r) => r.index)
+    await app.ingestBuffer.submit({ request: stored, valid: items.length - rejected.length, ids, indexes, rejected: rejected.length })
     return reply.send(rejected.length > 0 ? { success: true, rejected } : { success: true })
+  }
+
+  /**
+   * Each message's size in bytes as sent, or `undefined` when no message can be over the limit.
+   * Measured on the body's text: serialising every parsed message again would cost as much as
+   * the parse.
+   */
+  function messageSizes (text: string, items: unknown[]): ((index: number) => number) | undefined {
+    const limit = config.MAX_MESSAGE_BYTES
+    if (text.length * 3 <= limit || Buffer.byteLength(text) <= limit) return undefined
+    const spans = batchItemSpans(text)
+    if (spans === undefined || spans.length !== items.length) {
+      // A body spelt unusually (an escaped "batch" key): measure the parsed messages.
+      return (index) => Buffer.byteLength(JSON.stringify(items[index]) ?? '')
+    }
+    return (index) => {
+      const [start, end] = spans[index]
+      // UTF-8 takes at most 3 bytes per UTF-16 unit: most messages need no byte count.
+      return (end - start) * 3 <= limit ? end - start : Buffer.byteLength(text.slice(start, end))
+    }
   }
 
   const noValidation = () => () => true

@@ -33,6 +33,8 @@ export interface RequestEnvelope {
   sentAt?: DateTime
   context?: Record<string, unknown>
   integrations?: Record<string, unknown>
+  /** Ids given to messages sent without one are `<idPrefix>-<index>`; else `relay-<uuid>`. */
+  idPrefix?: string
 }
 
 export type Prepared =
@@ -80,21 +82,24 @@ function isoOfReceived (receivedAt: DateTime): string {
   return formatted
 }
 
-function fail (error: string, raw: Record<string, unknown>): Prepared {
+function fail (error: string, raw: Record<string, unknown>): { ok: false, error: string, messageId?: string } {
   const messageId = typeof raw.messageId === 'string' ? raw.messageId.slice(0, MAX_MESSAGE_ID_LENGTH) : undefined
   return { ok: false, error, messageId }
 }
 
+export type Checked =
+  | { ok: true, type: MessageType, messageId?: string, clientTime?: number, ownSentAt?: number }
+  | { ok: false, error: string, messageId?: string }
+
 /**
- * Validates one message and sets the server fields, as Segment's API does:
- * `messageId` when absent, `receivedAt`, `originalTimestamp` (the client's `timestamp`) and
- * `timestamp = receivedAt − (sentAt − originalTimestamp)`, which corrects a skewed client clock.
- * Errors name the field and the rule.
+ * Validates one message as Segment's API does, without changing it. `messageId` is the client's
+ * id (absent when the server must give one); the times are the client's, parsed. Errors name the
+ * field and the rule.
  */
-export function prepareMessage (raw: unknown, envelope: RequestEnvelope): Prepared {
+export function checkMessage (raw: unknown, pathType?: MessageType): Checked {
   if (!isPlainObject(raw)) return { ok: false, error: 'message must be a JSON object' }
 
-  let type = envelope.pathType
+  let type = pathType
   if (raw.type !== undefined) {
     if (typeof raw.type !== 'string' || !MESSAGE_TYPES.includes(raw.type as MessageType)) {
       return fail(`type must be one of ${MESSAGE_TYPES.join(', ')}`, raw)
@@ -110,12 +115,10 @@ export function prepareMessage (raw: unknown, envelope: RequestEnvelope): Prepar
       return fail(`${field} must be a string`, raw)
     }
   }
-  const userId = idString(raw.userId)
-  const anonymousId = idString(raw.anonymousId)
   if (type === 'alias') {
-    if (userId === undefined) return fail('userId is required for alias', raw)
+    if (idString(raw.userId) === undefined) return fail('userId is required for alias', raw)
     if (idString(raw.previousId) === undefined) return fail('previousId is required for alias', raw)
-  } else if (userId === undefined && anonymousId === undefined) {
+  } else if (idString(raw.userId) === undefined && idString(raw.anonymousId) === undefined) {
     return fail('userId or anonymousId is required', raw)
   }
   if (type === 'track' && (typeof raw.event !== 'string' || raw.event.trim() === '')) {
@@ -123,9 +126,9 @@ export function prepareMessage (raw: unknown, envelope: RequestEnvelope): Prepar
   }
   if (type === 'group' && idString(raw.groupId) === undefined) return fail('groupId is required for group', raw)
 
-  let messageId: string
+  let messageId: string | undefined
   if (raw.messageId === undefined || raw.messageId === null || raw.messageId === '') {
-    messageId = `relay-${randomUUID()}`
+    messageId = undefined
   } else if (typeof raw.messageId !== 'string') {
     return fail('messageId must be a string', raw)
   } else if (raw.messageId.length > MAX_MESSAGE_ID_LENGTH) {
@@ -146,6 +149,27 @@ export function prepareMessage (raw: unknown, envelope: RequestEnvelope): Prepar
   if (clientTime === null) return fail('timestamp must be an ISO-8601 date-time', raw)
   const ownSentAt = parseTimeMs(raw.sentAt)
   if (ownSentAt === null) return fail('sentAt must be an ISO-8601 date-time', raw)
+  return { ok: true, type, messageId, clientTime, ownSentAt }
+}
+
+/**
+ * Validates one message (checkMessage) and sets the server fields, as Segment's API does:
+ * `messageId` when absent, `receivedAt`, `originalTimestamp` (the client's `timestamp`) and
+ * `timestamp = receivedAt − (sentAt − originalTimestamp)`, which corrects a skewed client clock.
+ * An accepted message is `raw` itself, completed: the caller hands the parsed message over.
+ * `index` is the message's place in its request: with `envelope.idPrefix` it names the id given
+ * to a message sent without one.
+ */
+export function prepareMessage (raw: unknown, envelope: RequestEnvelope, index = 0): Prepared {
+  const checked = checkMessage(raw, envelope.pathType)
+  if (!checked.ok) return checked
+  const { type, clientTime, ownSentAt } = checked
+  // The parsed message becomes the stored one: copying it (`{ ...raw }`) cost more than the
+  // validation and the parse together, on the API's hottest path.
+  const message = raw as SegmentMessage
+  const userId = idString(message.userId)
+  const anonymousId = idString(message.anonymousId)
+
   // The browser puts sentAt on each message; server libraries put it on the batch.
   const sentAt = ownSentAt ?? envelope.sentAt?.toMillis()
   const receivedAt = envelope.receivedAt.toMillis()
@@ -158,15 +182,12 @@ export function prepareMessage (raw: unknown, envelope: RequestEnvelope): Prepar
   const receivedIso = isoOfReceived(envelope.receivedAt)
   const originalIso = clientTime === undefined
     ? receivedIso
-    : STORED_FORM.test(raw.timestamp as string) ? raw.timestamp as string : iso(clientTime)
-  const message: SegmentMessage = {
-    ...raw,
-    type,
-    messageId,
-    timestamp: timestamp === originalTimestamp ? originalIso : timestamp === receivedAt ? receivedIso : iso(timestamp),
-    originalTimestamp: originalIso,
-    receivedAt: receivedIso
-  }
+    : STORED_FORM.test(message.timestamp) ? message.timestamp : iso(clientTime)
+  message.type = type
+  message.messageId = checked.messageId ?? (envelope.idPrefix !== undefined ? `${envelope.idPrefix}-${index}` : `relay-${randomUUID()}`)
+  message.timestamp = timestamp === originalTimestamp ? originalIso : timestamp === receivedAt ? receivedIso : iso(timestamp)
+  message.originalTimestamp = originalIso
+  message.receivedAt = receivedIso
   // The write key authenticates the request; it is not part of the message we keep. (`delete`
   // only when present: it turns the object into a slow dictionary for JSON.stringify.)
   if ('writeKey' in message) delete message.writeKey
@@ -176,11 +197,11 @@ export function prepareMessage (raw: unknown, envelope: RequestEnvelope): Prepar
   else if ('userId' in message) delete message.userId
   if (anonymousId !== undefined) message.anonymousId = anonymousId
   else if ('anonymousId' in message) delete message.anonymousId
-  if (type === 'group') message.groupId = idString(raw.groupId)
-  if (type === 'alias') message.previousId = idString(raw.previousId)
+  if (type === 'group') message.groupId = idString(message.groupId)
+  if (type === 'alias') message.previousId = idString(message.previousId)
   if (sentAt !== undefined) message.sentAt = ownSentAt === undefined ? isoOfReceived(envelope.sentAt!) : iso(sentAt)
-  if (envelope.context !== undefined) message.context = { ...envelope.context, ...(raw.context as Record<string, unknown> | undefined) }
-  if (envelope.integrations !== undefined) message.integrations = { ...envelope.integrations, ...(raw.integrations as Record<string, unknown> | undefined) }
+  if (envelope.context !== undefined) message.context = { ...envelope.context, ...message.context }
+  if (envelope.integrations !== undefined) message.integrations = { ...envelope.integrations, ...message.integrations }
   return { ok: true, message }
 }
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { Queue } from 'bullmq'
-import type { IngestJobData } from '../../jobs/queues.js'
+import { jobMessages, type IngestJobData } from '../../jobs/queues.js'
 import type { SegmentMessage } from '../../src/segment/types.js'
 import type { TestRedis } from './redis.js'
 
@@ -22,7 +22,7 @@ export function ingestQueue (t: Teardown, redis: TestRedis) {
     const jobs = await queue.getWaiting(0, -1)
     // In the order they were stored (job ids are increasing numbers), as the worker takes them.
     jobs.sort((a, b) => Number(a.id) - Number(b.id))
-    return jobs.flatMap((job) => job.data.messages)
+    return jobs.flatMap((job) => jobMessages(job.data))
       .filter(([source]) => sourceId === undefined || source === sourceId)
       .map(([, message]) => message)
   }

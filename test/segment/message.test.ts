@@ -218,7 +218,7 @@ t.test('the write key is not stored with the message', async (t) => {
   const raw = { type: 'track', userId: 'u1', event: 'E', writeKey: 'secret-key' }
   const message = accepted(prepareMessage(raw, batchEnvelope))
   t.notOk('writeKey' in message)
-  t.equal(raw.writeKey, 'secret-key', 'the input is not modified')
+  t.notMatch(JSON.stringify(message), /secret-key/)
 })
 
 t.test('parseTime and isPlainObject', async (t) => {

@@ -1,0 +1,40 @@
+import t from 'tap'
+import { batchItemSpans } from '../../src/segment/batch-text.js'
+
+/** The text of each item, as the scanner found it. */
+function items (text: string): string[] | undefined {
+  return batchItemSpans(text)?.map(([start, end]) => text.slice(start, end))
+}
+
+t.test('finds each message of the batch as sent, whitespace and all', async (t) => {
+  const a = '{"type":"track","event":"A","userId":"u1"}'
+  const b = '{ "type" : "identify", "traits": { "nested": [1, {"x": "}"}] }, "userId": "u2" }'
+  t.same(items(`{"batch":[${a},${b}]}`), [a, b])
+  t.same(items(`{\n  "sentAt": "2024-01-01T00:00:00Z",\n  "batch": [\n    ${a} ,\n    ${b}\n  ]\n}`), [a, b], 'other keys and pretty-printing')
+  t.same(items('{"context":{"batch":[{"x":1}]},"batch":[{"y":2}]}'), ['{"y":2}'], 'a nested "batch" key is not the batch')
+  t.same(items('{"batch":[]}'), [])
+})
+
+t.test('strings with braces, brackets, quotes and backslashes do not confuse it', async (t) => {
+  const tricky = String.raw`{"event":"a \" } ] [ { \\","p":{"q":"\\\\"},"r":"\\\"}"}`
+  t.same(JSON.parse(`[${tricky}]`).length, 1, 'the sample is valid JSON')
+  t.same(items(`{"batch":[${tricky},{"b":1}]}`), [tricky, '{"b":1}'])
+  const unicode = '{"name":"Zoë 🎉 — ✓"}'
+  t.same(items(`{"batch":[${unicode}]}`), [unicode])
+})
+
+t.test('items that are not objects are found too (the caller rejects them)', async (t) => {
+  t.same(items('{"batch":[1, "two", null, true, [3], {"a":1}]}'), ['1', '"two"', 'null', 'true', '[3]', '{"a":1}'])
+})
+
+t.test('the last of repeated "batch" keys counts, as JSON.parse does', async (t) => {
+  const text = '{"batch":[{"a":1},{"a":2}],"batch":[{"b":1}]}'
+  t.same(JSON.parse(text).batch, [{ b: 1 }])
+  t.same(items(text), ['{"b":1}'])
+})
+
+t.test('a body of another shape gives undefined: the caller measures otherwise', async (t) => {
+  t.equal(batchItemSpans('{"messages":[{"a":1}]}'), undefined, 'no batch key')
+  t.equal(batchItemSpans('{"\\u0062atch":[{"a":1}]}'), undefined, 'an escaped key')
+  t.equal(batchItemSpans('[{"a":1}]'), undefined, 'not an object')
+})
