@@ -15,6 +15,7 @@ import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { findOnPath, freePort, startRedisServer } from '../src/local-redis.js'
 import { startFakeGraph } from '../test/fixtures/fake-graph.js'
+import { SERVICE_NODE_FLAGS } from './service-node-flags.js'
 
 const TOTAL = Number(process.env.BENCH_EVENTS ?? 300_000)
 const BATCH = 500
@@ -65,7 +66,7 @@ function start (role: string, port: number): Promise<{ child: ChildProcess, url:
         INGEST_MAX_BACKLOG_JOBS: '1000000'
       },
       // BENCH_CPU_PROF=<dir> writes a CPU profile of each service process.
-      execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}/${role}`])],
+      execArgv: [...SERVICE_NODE_FLAGS, '--import', 'tsx', ...(process.env.BENCH_CPU_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}/${role}`])],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc']
     })
     child.once('message', (m: any) => resolve({ child, url: m.url }))

@@ -18,6 +18,7 @@ import { once } from 'node:events'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { findOnPath, freePort, startRedisServer } from '../src/local-redis.js'
+import { SERVICE_NODE_FLAGS } from './service-node-flags.js'
 
 const DURATION = Number(process.env.BENCH_SECONDS ?? 10)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
@@ -53,7 +54,7 @@ const batchBody = bodies(100)
 /** The service as `npm start` runs it (src/server.ts), answering once /ready does. */
 async function startService (env: Record<string, string>): Promise<{ child: ChildProcess, url: string }> {
   const port = await freePort()
-  const child = spawn(process.execPath, ['--import', 'tsx', new URL('../src/server.ts', import.meta.url).pathname], {
+  const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, '--import', 'tsx', new URL('../src/server.ts', import.meta.url).pathname], {
     env: { ...process.env, ...env, PORT: String(port) },
     stdio: ['ignore', 'ignore', 'inherit']
   })

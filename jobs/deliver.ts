@@ -5,7 +5,7 @@ import { UnreadableTokenError, type DeadLetter, type DestinationStore, type Stor
 import { classifyGraphResponse, networkFailure, type GraphError, type GraphOutcome } from '../src/facebook/graph-response.js'
 import { graphVersion, type FacebookSettings } from '../src/facebook/settings.js'
 import { checkEventTime, type InvalidReason } from '../src/facebook/transform.js'
-import type { DeliverJobData, QueuedConversion } from './queues.js'
+import { payloadJson, payloadObject, type DeliverJobData, type QueuedConversion } from './queues.js'
 
 export interface DeliverDependencies {
   destinations: DestinationStore
@@ -32,7 +32,6 @@ export type DeliverResult =
 /** POSTs one request: `data`, `upload_tag`, `access_token` in the body (never the URL). */
 async function postConversions (deps: DeliverDependencies, destination: StoredDestination, version: string, datasetId: string, token: string, conversions: QueuedConversion[]): Promise<GraphOutcome> {
   const body: Record<string, unknown> = {
-    data: conversions.map((c) => c.payload),
     upload_tag: destination.settings.uploadTag,
     access_token: token
   }
@@ -46,7 +45,8 @@ async function postConversions (deps: DeliverDependencies, destination: StoredDe
     response = await fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body),
+      // The payloads are JSON already (QueuedConversion): written in as they are.
+      body: `{"data":[${conversions.map(payloadJson).join(',')}],${JSON.stringify(body).slice(1)}`,
       signal: AbortSignal.timeout(deps.timeoutMs)
     })
     payload = await response.json().catch(() => undefined)
@@ -66,7 +66,7 @@ function deadLetters (datasetId: string, apiFormat: FacebookSettings['apiFormat'
     eventName: c.eventName,
     eventId: c.eventId,
     error,
-    payload: c.payload
+    payload: payloadObject(c)
   }))
 }
 

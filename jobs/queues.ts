@@ -76,7 +76,19 @@ export interface QueuedConversion {
   eventId: string
   eventName: string
   eventTime: number
-  payload: Record<string, unknown>
+  /**
+   * As JSON: serialised once, when routed, and written into the request as it is. (Jobs queued
+   * by earlier builds, and dead letters sent again, hold the object.)
+   */
+  payload: string | Record<string, unknown>
+}
+
+export function payloadJson (conversion: QueuedConversion): string {
+  return typeof conversion.payload === 'string' ? conversion.payload : JSON.stringify(conversion.payload)
+}
+
+export function payloadObject (conversion: QueuedConversion): Record<string, unknown> {
+  return typeof conversion.payload === 'string' ? JSON.parse(conversion.payload) : conversion.payload
 }
 
 /** One request's worth of conversions for one destination and dataset. */

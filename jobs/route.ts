@@ -90,7 +90,7 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
           const { datasetId, eventId, eventName, eventTime, payload } = result.conversion
           let list = byDataset.get(datasetId)
           if (list === undefined) byDataset.set(datasetId, (list = []))
-          list.push({ eventId, eventName, eventTime, payload })
+          list.push({ eventId, eventName, eventTime, payload: JSON.stringify(payload) })
         }
       }
       const apiFormat = destination.settings.apiFormat
