@@ -58,23 +58,44 @@ export function profileFields (traits: Record<string, unknown> | undefined, opti
 export function readProfile (raw: Record<string, Buffer> | null | undefined): Profile {
   const profile: Profile = { matchKeys: {}, traits: {}, audiences: {} }
   if (raw === null || raw === undefined) return profile
-  for (const [field, value] of Object.entries(raw)) {
-    const matchKey = FIELD_KEYS[field[0]]
-    if (matchKey !== undefined && (field.length === 1 || /^[0-9]$/.test(field.slice(1)))) {
-      const hex = value.toString('hex')
-      if (LIST_KEYS.has(matchKey)) ((profile.matchKeys as Record<string, string[]>)[matchKey] ??= []).push(hex)
-      else (profile.matchKeys as Record<string, string>)[matchKey] = hex
-      continue
-    }
-    const kind = field.slice(0, 2)
-    const name = field.slice(2)
-    if (kind === 't:') {
-      try { profile.traits[name] = JSON.parse(value.toString('utf8')) } catch { /* a corrupt trait is skipped */ }
-    } else if (kind === 'a:') {
-      profile.audiences[name] = value.toString() === '1'
-    }
+  for (const [field, value] of Object.entries(raw)) addField(profile, field, value)
+  return profile
+}
+
+const COLON = 0x3a
+const TRAIT = 0x74 // t
+const AUDIENCE = 0x61 // a
+
+/**
+ * The profile of an HGETALL answer read as field/value pairs: the history fields (most of a
+ * busy user's hash) are skipped without being decoded.
+ */
+export function readProfilePairs (pairs: Buffer[] | null | undefined): Profile {
+  const profile: Profile = { matchKeys: {}, traits: {}, audiences: {} }
+  if (pairs === null || pairs === undefined) return profile
+  for (let i = 0; i + 1 < pairs.length; i += 2) {
+    const field = pairs[i]
+    const prefixed = field.length > 2 && field[1] === COLON
+    if (prefixed ? field[0] === TRAIT || field[0] === AUDIENCE : field.length <= 2) addField(profile, field.toString('utf8'), pairs[i + 1])
   }
   return profile
+}
+
+function addField (profile: Profile, field: string, value: Buffer): void {
+  const matchKey = FIELD_KEYS[field[0]]
+  if (matchKey !== undefined && (field.length === 1 || /^[0-9]$/.test(field.slice(1)))) {
+    const hex = value.toString('hex')
+    if (LIST_KEYS.has(matchKey)) ((profile.matchKeys as Record<string, string[]>)[matchKey] ??= []).push(hex)
+    else (profile.matchKeys as Record<string, string>)[matchKey] = hex
+    return
+  }
+  const kind = field.slice(0, 2)
+  const name = field.slice(2)
+  if (kind === 't:') {
+    try { profile.traits[name] = JSON.parse(value.toString('utf8')) } catch { /* a corrupt trait is skipped */ }
+  } else if (kind === 'a:') {
+    profile.audiences[name] = value.toString() === '1'
+  }
 }
 
 /**
@@ -115,17 +136,18 @@ export class ProfileStore {
   }
 
   async get (sourceId: string, profileId: string): Promise<Profile> {
-    return readProfile(await this.redis.hgetallBuffer(this.keys.profile(sourceId, profileId)))
+    return (await this.getMany(sourceId, [profileId]))[0]
   }
 
   async getMany (sourceId: string, profileIds: string[]): Promise<Profile[]> {
     if (profileIds.length === 0) return []
     const pipeline = this.redis.pipeline()
-    for (const id of profileIds) pipeline.hgetallBuffer(this.keys.profile(sourceId, id))
+    // The raw pairs: ioredis's HGETALL would build an object keyed by every field, history too.
+    for (const id of profileIds) pipeline.callBuffer('HGETALL', this.keys.profile(sourceId, id))
     const answers = await pipeline.exec()
-    return answers!.map(([err, raw]) => {
+    return answers!.map(([err, pairs]) => {
       if (err) throw err
-      return readProfile(raw as Record<string, Buffer>)
+      return readProfilePairs(pairs as Buffer[])
     })
   }
 }
