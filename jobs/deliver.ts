@@ -28,6 +28,7 @@ export type DeliverResult =
   | { split: number }
   | { deadLettered: number }
   | { dropped: string }
+  | { filtered: number }
 
 /** POSTs one request: `data`, `upload_tag`, `access_token` in the body (never the URL). */
 async function postConversions (deps: DeliverDependencies, destination: StoredDestination, version: string, datasetId: string, token: string, conversions: QueuedConversion[]): Promise<GraphOutcome> {
@@ -91,6 +92,12 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
     // A deleted destination takes its counters with it: nothing is left to count against.
     if (destination === undefined) return { dropped: 'destination deleted' }
     const store = deps.destinations
+    // Disabled after these were queued (or while they waited for a token or a pause): they are
+    // not sent, and count as filtered — as what is routed while it is disabled would.
+    if (!destination.enabled) {
+      await store.count(new Map([[destinationId, { filtered: job.data.conversions.length }]]))
+      return { filtered: job.data.conversions.length }
+    }
     const at = now()
     // The payloads' own format decides the version (apiFormat may have changed since they were made).
     const apiFormat = job.data.apiFormat ?? destination.settings.apiFormat

@@ -224,6 +224,22 @@ t.test('code 190: needs_reauthorization, conversions held until a new token, the
   t.equal(graph.requests, 2, 'held conversions wait without calling Meta')
 })
 
+t.test('a destination disabled while its conversions wait: they are not sent, and count as filtered', async (t) => {
+  const { ctx, graph } = await startDelivery(t, { redis })
+  const source = await ctx.createSource()
+  const destination = await createDestination(ctx, source.id, SETTINGS)
+  graph.revokeToken(DEFAULT_TOKEN)
+  await sendBatch(ctx, source.writeKey, orders(3))
+  await waitFor(async () => { const s = await destinationStats(ctx, destination.id); return s.retrying === 3 && s.lastError?.code === 190 }, 10_000, 'held conversions')
+  const requests = graph.requests
+
+  t.equal((await ctx.admin('PATCH', `/v1/destinations/${destination.id}`, { enabled: false })).statusCode, 200)
+  const stats = await waitFor(async () => { const s = await destinationStats(ctx, destination.id); return s.filtered === 3 && s }, 10_000, 'the held conversions filtered')
+  assertAccounted(t, stats, 3)
+  t.match(stats, { received: 3, filtered: 3, retrying: 0, delivered: 0, deadLettered: 0 })
+  t.equal(graph.requests, requests, 'nothing more was sent to Meta')
+})
+
 t.test('permission errors: permission_denied, held, delivered once a token is set again', async (t) => {
   for (const code of [200, 10]) {
     await t.test(`code ${code}`, async (t) => {
