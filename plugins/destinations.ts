@@ -7,6 +7,12 @@ import type { FacebookSettings } from '../src/facebook/settings.js'
 import type { InvalidReason } from '../src/facebook/transform.js'
 import type { RedisKeys } from '../src/keys.js'
 
+// Sets a hash field only while it still holds what was read (1), else leaves it (0).
+const COMPARE_AND_SET = `
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1`
+
 export type AuthStatus = 'ok' | 'needs_reauthorization' | 'permission_denied'
 export type DestinationStatus = 'active' | 'disabled' | 'needs_reauthorization' | 'permission_denied'
 
@@ -106,14 +112,23 @@ export class DestinationStore {
     return json === null ? undefined : JSON.parse(json)
   }
 
+  /**
+   * Applies `changes` to the stored destination. A compare-and-set: an admin PATCH and a worker
+   * marking the token refused may update the same destination at once, and neither change may
+   * be lost — the one that finds the destination changed since it read it reads it again.
+   */
   async update (id: string, changes: Partial<Pick<StoredDestination, 'name' | 'enabled' | 'settings' | 'authStatus' | 'authMessage'>>): Promise<StoredDestination | undefined> {
-    const current = await this.get(id)
-    if (current === undefined) return undefined
-    const updated: StoredDestination = { ...current, ...changes, updatedAt: new Date().toISOString() }
-    if (updated.authStatus === 'ok') delete updated.authMessage
-    await this.redis.hset(this.keys.destinations, id, JSON.stringify(updated))
-    this.bySourceCache.delete(current.sourceId)
-    return updated
+    for (;;) {
+      const json = await this.redis.hget(this.keys.destinations, id)
+      if (json === null) return undefined
+      const current = JSON.parse(json) as StoredDestination
+      const updated: StoredDestination = { ...current, ...changes, updatedAt: new Date().toISOString() }
+      if (updated.authStatus === 'ok') delete updated.authMessage
+      const set = await this.redis.eval(COMPARE_AND_SET, 1, this.keys.destinations, id, json, JSON.stringify(updated)) as number
+      if (set === 0) continue
+      this.bySourceCache.delete(current.sourceId)
+      return updated
+    }
   }
 
   async remove (id: string): Promise<boolean> {

@@ -102,6 +102,21 @@ t.test('create, read, list, update and delete a destination', async (t) => {
   t.same((await ctx.admin('GET', `/v1/sources/${source.id}/destinations`)).json, { destinations: [] })
 })
 
+t.test('an admin change and a worker\'s status change made at once are both kept', async (t) => {
+  const ctx = await buildTestApp(t, { redis: freshPrefix(redis) })
+  const source = await ctx.createSource()
+  const { id } = await createDestination(ctx, source.id, SETTINGS)
+  // Both read the stored destination before either writes (one connection, sent together).
+  await Promise.all([
+    ctx.app.destinations.update(id, { name: 'Renamed', settings: { ...SETTINGS, testEventCode: 'TEST42' } as any }),
+    ctx.app.destinations.update(id, { authStatus: 'needs_reauthorization', authMessage: 'token expired' }),
+    ctx.app.destinations.update(id, { enabled: false })
+  ])
+  t.match(await getDestination(ctx, id), { name: 'Renamed', enabled: false, status: 'disabled', settings: { testEventCode: 'TEST42' } })
+  t.match(await ctx.app.destinations.get(id), { authStatus: 'needs_reauthorization', authMessage: 'token expired' })
+  t.equal(await ctx.app.destinations.update('no-such-destination', { name: 'x' }), undefined)
+})
+
 t.test('bad input: 400s that name the field', async (t) => {
   const ctx = await buildTestApp(t, { redis: freshPrefix(redis) })
   const source = await ctx.createSource()
