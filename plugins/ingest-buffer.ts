@@ -244,13 +244,21 @@ export class IngestBuffer {
       const keys = this.keys.dedup(sourceId)
       after.dedupRemember(keys.current, keys.previous, keys.startedAt, now, this.options.dedupWindowMs, this.options.dedupMaxIds, Buffer.concat(remembered))
     }
+    // The counts, added up per source: one increment per counter and flush.
+    const counts = new Map<string, { accepted: number, duplicate: number, rejected: number }>()
     group.forEach((p, g) => {
-      const key = this.keys.sourceStats(p.request.sourceId)
-      const { accepted, duplicate } = results[g]
-      if (accepted > 0) after.hincrby(key, 'accepted', accepted)
-      if (duplicate > 0) after.hincrby(key, 'duplicate', duplicate)
-      if (p.rejected > 0) after.hincrby(key, 'rejected', p.rejected)
+      let count = counts.get(p.request.sourceId)
+      if (count === undefined) counts.set(p.request.sourceId, (count = { accepted: 0, duplicate: 0, rejected: 0 }))
+      count.accepted += results[g].accepted
+      count.duplicate += results[g].duplicate
+      count.rejected += p.rejected
     })
+    for (const [sourceId, count] of counts) {
+      const key = this.keys.sourceStats(sourceId)
+      for (const field of ['accepted', 'duplicate', 'rejected'] as const) {
+        if (count[field] > 0) after.hincrby(key, field, count[field])
+      }
+    }
     // The messages are stored: answer 200 even if this step fails (the client would otherwise
     // retry and store them twice); the counts of this flush are then missing, and logged.
     try {
