@@ -1,0 +1,53 @@
+import t from 'tap'
+import { jobMessages, type StoredRequest } from '../../jobs/queues.js'
+
+const receivedAt = Date.parse('2024-05-01T12:00:00.000Z')
+
+function stored (body: unknown, extra: Partial<StoredRequest> = {}): StoredRequest {
+  return { sourceId: 'src-1', receivedAt, idPrefix: 'relay-req', body: JSON.stringify(body), ...extra }
+}
+
+t.test('a stored batch becomes its messages, with the server fields the API would have set', async (t) => {
+  const request = stored({
+    sentAt: '2024-05-01T12:00:10.000Z',
+    context: { library: { name: 'analytics-node' } },
+    integrations: { All: true },
+    writeKey: 'wk-secret',
+    batch: [
+      { type: 'track', userId: 'u1', event: 'Order Completed', messageId: 'm-1', timestamp: '2024-05-01T12:00:05.000Z' },
+      { type: 'track', event: 'no user: rejected by the API' },
+      { type: 'identify', userId: 'u2', traits: { plan: 'pro' }, context: { ip: '1.2.3.4' } },
+      { type: 'track', userId: 'u3', event: 'Signed Up', messageId: 'm-1' }
+    ]
+  }, { skip: [1, 3] })
+  const messages = jobMessages({ requests: [request] })
+  t.same(messages.map(([source]) => source), ['src-1', 'src-1'])
+  const [[, track], [, identify]] = messages
+  t.match(track, {
+    type: 'track',
+    messageId: 'm-1',
+    receivedAt: '2024-05-01T12:00:00.000Z',
+    originalTimestamp: '2024-05-01T12:00:05.000Z',
+    // receivedAt − (sentAt − timestamp): the client's clock was 10 s fast
+    timestamp: '2024-05-01T11:59:55.000Z',
+    context: { library: { name: 'analytics-node' } },
+    integrations: { All: true }
+  })
+  t.equal(identify.messageId, 'relay-req-2', 'a message sent without an id gets <idPrefix>-<index>')
+  t.same(identify.context, { library: { name: 'analytics-node' }, ip: '1.2.3.4' }, 'the batch context merged in')
+  t.notMatch(JSON.stringify(messages), /wk-secret/, 'the write key is not part of a message')
+})
+
+t.test('a stored single message takes its type from the path', async (t) => {
+  const [[, message]] = jobMessages({ requests: [stored({ userId: 'u1', event: 'Signed Up' }, { pathType: 'track' })] })
+  t.match(message, { type: 'track', event: 'Signed Up', messageId: 'relay-req-0', receivedAt: '2024-05-01T12:00:00.000Z' })
+})
+
+t.test('jobs queued by earlier builds (message objects) still read', async (t) => {
+  const legacy = { type: 'track', userId: 'u1', event: 'E', messageId: 'old-1', timestamp: 'x', originalTimestamp: 'x', receivedAt: 'x' } as const
+  t.same(jobMessages({ messages: [['src-1', legacy]] }), [['src-1', legacy]])
+})
+
+t.test('a stored message that no longer passes the checks fails the job (kept for a retry), not silently dropped', async (t) => {
+  t.throws(() => jobMessages({ requests: [stored({ batch: [{ type: 'track', event: 'no user' }] })] }), /stored message 0 no longer passes: userId or anonymousId is required/)
+})
