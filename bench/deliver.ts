@@ -16,6 +16,7 @@ import { Redis } from 'ioredis'
 import { findOnPath, freePort, startRedisServer } from '../src/local-redis.js'
 import { startFakeGraph } from '../test/fixtures/fake-graph.js'
 import { SERVICE_NODE_FLAGS } from './service-node-flags.js'
+import { stopChildren } from './children.js'
 
 const TOTAL = Number(process.env.BENCH_EVENTS ?? 300_000)
 const BATCH = 500
@@ -166,7 +167,7 @@ try {
   const info = await probe.info('memory')
   console.log(`  redis-server: ${(Number(/used_memory_peak:(\d+)/.exec(info)![1]) / 1048576).toFixed(0)} MiB peak used memory`)
 } finally {
-  for (const child of children) child.kill('SIGTERM')
+  await stopChildren(children)
   probe.disconnect()
   await graph.close()
   await redisServer.stop()

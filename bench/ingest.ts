@@ -14,11 +14,11 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
-import { once } from 'node:events'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { findOnPath, freePort, startRedisServer } from '../src/local-redis.js'
 import { SERVICE_NODE_FLAGS } from './service-node-flags.js'
+import { stopChildren } from './children.js'
 
 const DURATION = Number(process.env.BENCH_SECONDS ?? 10)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
@@ -135,8 +135,7 @@ try {
   await drainIngest()
   const relayBatch = await run('relay         /v1/batch x100', relay.url, '/v1/batch', batchBody, 100, source.writeKey)
   await drainIngest()
-  relay.child.kill('SIGTERM')
-  await once(relay.child, 'exit')
+  await stopChildren([relay.child])
   const cluster = await startService({ ...env, PROCESSES: String(PROCESSES) })
   children.push(cluster.child)
   const clusterBatch = await run(`relay ×${PROCESSES}      /v1/batch x100`, cluster.url, '/v1/batch', batchBody, 100, source.writeKey)
@@ -159,7 +158,7 @@ try {
   console.log(`stats: ${JSON.stringify(stats)}`)
   console.log(`dedup: ${ids} message ids remembered in ${(bytes / 1048576).toFixed(1)} MiB = ${(bytes / Math.max(ids, 1)).toFixed(1)} bytes per id`)
 } finally {
-  for (const child of children) child.kill('SIGTERM')
+  await stopChildren(children)
   await ingestQueue.close()
   redis.disconnect()
   await redisServer.stop()
