@@ -3,7 +3,7 @@ import { createGunzip, createInflate } from 'node:zlib'
 import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import secureJson from 'secure-json-parse'
 import { Type } from 'typebox'
-import { UnavailableError } from '../../plugins/ingest-buffer.js'
+import { UnavailableError, type Submission } from '../../plugins/ingest-buffer.js'
 import type { StoredRequest } from '../../jobs/queues.js'
 import { batchItemSpans } from '../segment/batch-text.js'
 import { RateLimiter } from '../rate-limit.js'
@@ -197,7 +197,16 @@ const ingest: FastifyPluginAsync = async (app) => {
     for (const field of ['context', 'integrations'] as const) {
       if (body[field] !== undefined && body[field] !== null && !isPlainObject(body[field])) throw new IngestHttpError(400, `${field} must be an object`)
     }
-    const stored = storedRequest(request, sourceId)
+    const { submission, rejected } = checkBatch(storedRequest(request, sourceId), items)
+    // Only the text is stored: the parsed messages can go before the wait for Redis (kept, they
+    // would survive young-generation collections by the thousand under load).
+    request.body = undefined
+    await app.ingestBuffer.submit(submission)
+    return reply.send(rejected.length > 0 ? { success: true, rejected } : { success: true })
+  }
+
+  /** Checks every message of a batch: what to store, and what is rejected, with why. */
+  function checkBatch (stored: StoredRequest, items: unknown[]) {
     const sizes = messageSizes(stored.body, items)
     const rejected: Array<{ index: number, messageId?: string, error: string }> = []
     const ids: string[] = []
@@ -214,8 +223,8 @@ const ingest: FastifyPluginAsync = async (app) => {
       }
     })
     if (rejected.length > 0) stored.skip = rejected.map((r) => r.index)
-    await app.ingestBuffer.submit({ request: stored, valid: items.length - rejected.length, ids, indexes, rejected: rejected.length })
-    return reply.send(rejected.length > 0 ? { success: true, rejected } : { success: true })
+    const submission: Submission = { request: stored, valid: items.length - rejected.length, ids, indexes, rejected: rejected.length }
+    return { submission, rejected }
   }
 
   /**
