@@ -185,7 +185,9 @@ export class IngestBuffer {
   private async commit (group: Pending[]): Promise<SubmitResult[]> {
     const duplicates = new Map<Pending, number[]>()
     // Fingerprints per source; a repeat inside this flush is a duplicate without asking Redis.
-    const bySource = new Map<string, { fingerprints: Buffer[], owners: Array<Pending>, indexes: number[], seen: Set<string> }>()
+    // Fingerprints are kept as 'binary' (latin1) strings, one byte a character, and become one
+    // Buffer per call: a Buffer per id cost as much again as the hashing.
+    const bySource = new Map<string, { fingerprints: string[], owners: Array<Pending>, indexes: number[], seen: Set<string> }>()
     for (const p of group) {
       let entry = bySource.get(p.request.sourceId)
       if (entry === undefined) bySource.set(p.request.sourceId, (entry = { fingerprints: [], owners: [], indexes: [], seen: new Set() }))
@@ -195,25 +197,25 @@ export class IngestBuffer {
           continue
         }
         entry.seen.add(p.ids[i])
-        entry.fingerprints.push(hash('md5', p.ids[i], 'buffer'))
+        entry.fingerprints.push(hash('md5', p.ids[i], 'binary'))
         entry.owners.push(p)
         entry.indexes.push(p.indexes[i])
       }
     }
 
     const sources = [...bySource.entries()].filter(([, e]) => e.fingerprints.length > 0)
-    const fresh = new Map<string, Buffer[]>()
+    const fresh = new Map<string, string[]>()
     if (sources.length > 0) {
       const check = this.redis.pipeline()
       for (const [sourceId, entry] of sources) {
         const keys = this.keys.dedup(sourceId)
-        check.dedupCheck(keys.current, keys.previous, Buffer.concat(entry.fingerprints))
+        check.dedupCheck(keys.current, keys.previous, Buffer.from(entry.fingerprints.join(''), 'latin1'))
       }
       const answers = await check.exec()
       sources.forEach(([sourceId, entry], s) => {
         const [err, seen] = answers![s]
         if (err) throw err
-        const remembered: Buffer[] = []
+        const remembered: string[] = []
         for (let i = 0; i < entry.fingerprints.length; i++) {
           if ((seen as string).charCodeAt(i) === ONE) duplicateOf(entry.owners[i]).push(entry.indexes[i])
           else remembered.push(entry.fingerprints[i])
@@ -242,7 +244,7 @@ export class IngestBuffer {
     for (const [sourceId, remembered] of fresh) {
       if (remembered.length === 0) continue
       const keys = this.keys.dedup(sourceId)
-      after.dedupRemember(keys.current, keys.previous, keys.startedAt, now, this.options.dedupWindowMs, this.options.dedupMaxIds, Buffer.concat(remembered))
+      after.dedupRemember(keys.current, keys.previous, keys.startedAt, now, this.options.dedupWindowMs, this.options.dedupMaxIds, Buffer.from(remembered.join(''), 'latin1'))
     }
     // The counts, added up per source: one increment per counter and flush.
     const counts = new Map<string, { accepted: number, duplicate: number, rejected: number }>()
