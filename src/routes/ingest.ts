@@ -180,7 +180,7 @@ const ingest: FastifyPluginAsync = async (app) => {
       throw new IngestHttpError(413, tooLargeError(bytes))
     }
     const ids = checked.messageId === undefined ? [] : [checked.messageId]
-    await app.ingestBuffer.submit({ request: stored, valid: 1, ids, indexes: [0], rejected: 0 })
+    await app.ingestBuffer.submit({ request: stored, valid: 1, ids, indexes: ids.map(() => 0), rejected: 0 })
     return reply.send({ success: true })
   }
 
