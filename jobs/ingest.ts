@@ -1,4 +1,5 @@
 import type { Job } from 'bullmq'
+import type { Redis } from 'ioredis'
 import type { SegmentMessage } from '../src/segment/types.js'
 import { jobMessages, type IngestJobData } from './queues.js'
 
@@ -9,9 +10,10 @@ import { jobMessages, type IngestJobData } from './queues.js'
  */
 export type IngestStage = (sourceId: string, messages: SegmentMessage[]) => Promise<void>
 
-export function createIngestProcessor (stages: IngestStage[]) {
+export function createIngestProcessor (stages: IngestStage[], redis: Redis) {
   return async function processIngestJob (job: Job<IngestJobData>): Promise<{ messages: number }> {
-    const messages = jobMessages(job.data)
+    const bodyKeys = (job.data.requests ?? []).map((request) => request.bodyKey)
+    const messages = jobMessages(job.data, await readBodies(redis, bodyKeys))
     const bySource = new Map<string, SegmentMessage[]>()
     for (const [sourceId, message] of messages) {
       let list = bySource.get(sourceId)
@@ -21,6 +23,13 @@ export function createIngestProcessor (stages: IngestStage[]) {
     for (const [sourceId, messages] of bySource) {
       for (const stage of stages) await stage(sourceId, messages)
     }
+    // Processed: the bodies go (a failed job keeps them for its retries).
+    if (bodyKeys.length > 0) await redis.del(...bodyKeys)
     return { messages: messages.length }
   }
+}
+
+/** The texts of stored request bodies (one job's: one hash slot). */
+export async function readBodies (redis: Redis, keys: string[]): Promise<Array<string | null>> {
+  return keys.length === 0 ? [] : await redis.mget(...keys)
 }

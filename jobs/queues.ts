@@ -9,9 +9,10 @@ export const QUEUE_NAMES = {
 } as const
 
 /**
- * A request as the API stores it: the body as received (after decompression), with what the
- * API decided. The worker parses it again and sets the server fields (prepareMessage), which
- * costs it less than the API would pay to serialise every message once more.
+ * A request as the API stores it: the body as received (after decompression), under its own
+ * key, and what the API decided. The worker parses the body again and sets the server fields
+ * (prepareMessage), which costs it less than the API would pay to serialise every message once
+ * more; and a body of its own is written as it is (inside the job's JSON it was escaped).
  */
 export interface StoredRequest {
   sourceId: string
@@ -21,25 +22,37 @@ export interface StoredRequest {
   pathType?: MessageType
   /** Messages sent without an id get `<idPrefix>-<index>`. */
   idPrefix: string
-  body: string
+  /** Where the body is (RedisKeys.ingestBody): removed once the job is processed. */
+  bodyKey: string
   /** Indexes in `batch` not to process: rejected, or duplicates of stored messages. */
   skip?: number[]
 }
 
 /**
+ * How long a stored body outlives its request: past the 7 days a failed job is kept, so that it
+ * can still be retried; a body whose job never came (the add failed) goes then too.
+ */
+export const INGEST_BODY_TTL_MS = 30 * 24 * 3600 * 1000
+
+/**
  * One ingest job carries many requests (group commit): per-message jobs cap near 7–12k/s.
- * Jobs queued by earlier builds carry `messages`, each `[sourceId, message]`.
+ * `messages` are prepared messages, `[sourceId, message]`, as the audience engine emits them.
  */
 export interface IngestJobData {
   requests?: StoredRequest[]
   messages?: Array<[string, SegmentMessage]>
 }
 
-/** The messages of an ingest job, in order, as `[sourceId, message]`. */
-export function jobMessages (data: IngestJobData): Array<[string, SegmentMessage]> {
+/**
+ * The messages of an ingest job, in order, as `[sourceId, message]`. `bodies` are the texts of
+ * `data.requests`, in order (null: the body is gone — an error).
+ */
+export function jobMessages (data: IngestJobData, bodies: Array<string | null> = []): Array<[string, SegmentMessage]> {
   const out: Array<[string, SegmentMessage]> = data.messages ?? []
-  for (const request of data.requests ?? []) {
-    const body = JSON.parse(request.body) as Record<string, unknown>
+  for (const [r, request] of (data.requests ?? []).entries()) {
+    const text = bodies[r]
+    if (text === null || text === undefined) throw new Error(`the body of stored request ${r} (${request.bodyKey}) is missing`)
+    const body = JSON.parse(text) as Record<string, unknown>
     const envelope: RequestEnvelope = { receivedAt: DateTime.fromMillis(request.receivedAt, { zone: 'utc' }), pathType: request.pathType, idPrefix: request.idPrefix }
     let items: unknown[] = [body]
     if (request.pathType === undefined) {

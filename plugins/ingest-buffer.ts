@@ -1,8 +1,8 @@
-import { hash } from 'node:crypto'
+import { hash, randomUUID } from 'node:crypto'
 import type { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { Redis, Result } from 'ioredis'
-import type { IngestJobData, StoredRequest } from '../jobs/queues.js'
+import { INGEST_BODY_TTL_MS, type IngestJobData, type StoredRequest } from '../jobs/queues.js'
 import type { RedisKeys } from '../src/keys.js'
 
 export class UnavailableError extends Error {
@@ -13,7 +13,10 @@ export interface SubmitResult { accepted: number, duplicate: number }
 
 /** One request's part in a flush. */
 export interface Submission {
-  request: StoredRequest
+  /** The request as it will be stored, but for its body's key (given when it is stored). */
+  request: Omit<StoredRequest, 'bodyKey'>
+  /** The body as received (after decompression). */
+  body: string
   /** How many of its messages are valid (the others are in `request.skip`). */
   valid: number
   /** The client-given ids of its valid messages, and their indexes (server-given ids are new). */
@@ -228,14 +231,25 @@ export class IngestBuffer {
       const duplicate = duplicates.get(p)?.length ?? 0
       return { accepted: p.valid - duplicate, duplicate }
     })
+    // Each body under a key of its own (one tag for the job: one hash slot), written as it is;
+    // then the job, which names them.
+    const tag = randomUUID()
+    const bodies = this.redis.pipeline()
     const requests: StoredRequest[] = []
     group.forEach((p, g) => {
       if (results[g].accepted === 0) return
       const dropped = duplicates.get(p)
-      if (dropped !== undefined) p.request.skip = [...(p.request.skip ?? []), ...dropped].sort((a, b) => a - b)
-      requests.push(p.request)
+      const skip = dropped === undefined ? p.request.skip : [...(p.request.skip ?? []), ...dropped].sort((a, b) => a - b)
+      const bodyKey = this.keys.ingestBody(tag, requests.length)
+      bodies.set(bodyKey, p.body, 'PX', INGEST_BODY_TTL_MS)
+      requests.push({ ...p.request, bodyKey, ...(skip === undefined ? {} : { skip }) })
     })
-    if (requests.length > 0) await this.queue.add('requests', { requests })
+    if (requests.length > 0) {
+      const written = await bodies.exec()
+      const failed = written?.find(([err]) => err !== null)
+      if (failed) throw failed[0]
+      await this.queue.add('requests', { requests })
+    }
 
     // Stored: now remember the ids and count. Were this to fail, a retried request could be
     // stored twice (a duplicate may pass) — never the other way round.

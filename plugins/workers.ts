@@ -21,7 +21,7 @@ export default fp(async (app) => {
   const connection = new Redis(app.config.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
   connection.on('error', () => {}) // the workers' own 'error' events are logged below
   const ingestStages: IngestStage[] = []
-  const ingest = new Worker<IngestJobData>(QUEUE_NAMES.ingest, createIngestProcessor(ingestStages), {
+  const ingest = new Worker<IngestJobData>(QUEUE_NAMES.ingest, createIngestProcessor(ingestStages, connection), {
     connection,
     prefix: app.keys.queuePrefix,
     concurrency: app.config.INGEST_CONCURRENCY,

@@ -29,6 +29,8 @@ export function redisKeys (prefix: string) {
     audienceMembers: (audienceId: string) => `${prefix}:audience-members:{${audienceId}}`,
     audienceLapses: (audienceId: string) => `${prefix}:audience-lapses:{${audienceId}}`,
     audienceChanges: (audienceId: string) => `${prefix}:audience-changes:{${audienceId}}`,
+    // The bodies of one ingest job share its tag: read and deleted together.
+    ingestBody: (jobTag: string, index: number) => `${prefix}:ingest-body:{${jobTag}}:${index}`,
     dedup: (sourceId: string) => ({
       current: `${prefix}:dedup:{${sourceId}}:cur`,
       previous: `${prefix}:dedup:{${sourceId}}:prev`,

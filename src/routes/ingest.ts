@@ -4,7 +4,6 @@ import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } f
 import secureJson from 'secure-json-parse'
 import { Type } from 'typebox'
 import { UnavailableError, type Submission } from '../../plugins/ingest-buffer.js'
-import type { StoredRequest } from '../../jobs/queues.js'
 import { batchItemSpans } from '../segment/batch-text.js'
 import { RateLimiter } from '../rate-limit.js'
 import { checkMessage, isPlainObject, parseTime, PATH_TYPES } from '../segment/message.js'
@@ -153,13 +152,13 @@ const ingest: FastifyPluginAsync = async (app) => {
   }
 
   /** Counts one rejected single message; the answer does not wait for the count. */
-  function countRejected (request: StoredRequest): void {
-    app.ingestBuffer.submit({ request, valid: 0, ids: [], indexes: [], rejected: 1 }).catch(() => {})
+  function countRejected (request: Submission['request']): void {
+    app.ingestBuffer.submit({ request, body: '', valid: 0, ids: [], indexes: [], rejected: 1 }).catch(() => {})
   }
 
-  function storedRequest (request: FastifyRequest, sourceId: string, pathType?: MessageType): StoredRequest {
+  function storedRequest (sourceId: string, pathType?: MessageType): Submission['request'] {
     // A fresh prefix per request: the ids it gives are new by construction, never checked for repeats.
-    return { sourceId, receivedAt: Date.now(), pathType, idPrefix: `relay-${randomUUID()}`, body: request.bodyText! }
+    return { sourceId, receivedAt: Date.now(), pathType, idPrefix: `relay-${randomUUID()}` }
   }
 
   async function single (request: FastifyRequest, reply: FastifyReply, pathType: MessageType) {
@@ -167,20 +166,21 @@ const ingest: FastifyPluginAsync = async (app) => {
     if (!isPlainObject(body)) throw new IngestHttpError(400, 'the body must be a JSON object (one message)')
     const sourceId = await sourceFor(request, body, [])
     limit(sourceId, 1)
-    const stored = storedRequest(request, sourceId, pathType)
+    const stored = storedRequest(sourceId, pathType)
+    const text = request.bodyText!
     const checked = checkMessage(body, pathType)
     if (!checked.ok) {
       countRejected(stored)
       throw new IngestHttpError(400, checked.error)
     }
-    const bytes = Buffer.byteLength(stored.body)
+    const bytes = Buffer.byteLength(text)
     if (bytes > config.MAX_MESSAGE_BYTES) {
       // Counted as rejected, like an oversized message inside a batch.
       countRejected(stored)
       throw new IngestHttpError(413, tooLargeError(bytes))
     }
     const ids = checked.messageId === undefined ? [] : [checked.messageId]
-    await app.ingestBuffer.submit({ request: stored, valid: 1, ids, indexes: ids.map(() => 0), rejected: 0 })
+    await app.ingestBuffer.submit({ request: stored, body: text, valid: 1, ids, indexes: ids.map(() => 0), rejected: 0 })
     return reply.send({ success: true })
   }
 
@@ -197,7 +197,7 @@ const ingest: FastifyPluginAsync = async (app) => {
     for (const field of ['context', 'integrations'] as const) {
       if (body[field] !== undefined && body[field] !== null && !isPlainObject(body[field])) throw new IngestHttpError(400, `${field} must be an object`)
     }
-    const { submission, rejected } = checkBatch(storedRequest(request, sourceId), items)
+    const { submission, rejected } = checkBatch(storedRequest(sourceId), request.bodyText!, items)
     // Only the text is stored: the parsed messages can go before the wait for Redis (kept, they
     // would survive young-generation collections by the thousand under load).
     request.body = undefined
@@ -206,8 +206,8 @@ const ingest: FastifyPluginAsync = async (app) => {
   }
 
   /** Checks every message of a batch: what to store, and what is rejected, with why. */
-  function checkBatch (stored: StoredRequest, items: unknown[]) {
-    const sizes = messageSizes(stored.body, items)
+  function checkBatch (stored: Submission['request'], text: string, items: unknown[]) {
+    const sizes = messageSizes(text, items)
     const rejected: Array<{ index: number, messageId?: string, error: string }> = []
     const ids: string[] = []
     const indexes: number[] = []
@@ -223,7 +223,7 @@ const ingest: FastifyPluginAsync = async (app) => {
       }
     })
     if (rejected.length > 0) stored.skip = rejected.map((r) => r.index)
-    const submission: Submission = { request: stored, valid: items.length - rejected.length, ids, indexes, rejected: rejected.length }
+    const submission: Submission = { request: stored, body: text, valid: items.length - rejected.length, ids, indexes, rejected: rejected.length }
     return { submission, rejected }
   }
 

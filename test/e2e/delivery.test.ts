@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto'
 import t from 'tap'
 import seed from '../fixtures/seed-examples.json' with { type: 'json' }
 import {
-  assertAccounted, createDestination, deliveredEventIds, sendBatch, sendWithAnalytics, settledStats, startDelivery, track
+  assertAccounted, createDestination, deliveredEventIds, sendBatch, sendWithAnalytics, settledStats, startDelivery, track, waitFor
 } from '../helpers/delivery-setup.js'
 import { startTestRedis } from '../helpers/redis.js'
 
@@ -46,6 +46,9 @@ t.test('the seed example, end to end through analytics-node', async (t) => {
   // 7 routed messages: 5 conversions; Membership Upgraded (in no map) and the identify are filtered
   t.match(stats, { received: 7, filtered: 2, invalid: { total: 0 }, delivered: 5, deadLettered: 0 })
   assertAccounted(t, stats, 7)
+  // The API stored the requests' bodies under keys of their own: processed, they are gone.
+  const bodies = () => ctx.app.redis.keys(`${ctx.config.REDIS_PREFIX}:ingest-body:*`)
+  t.ok(await waitFor(async () => (await bodies()).length === 0, 10_000, 'the stored bodies removed'), 'no stored body is left')
   t.ok(stats.lastSuccessAt, 'lastSuccessAt set')
 
   for (const batch of graph.received) {

@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { Queue } from 'bullmq'
+import { Redis } from 'ioredis'
+import { readBodies } from '../../jobs/ingest.js'
 import { jobMessages, type IngestJobData } from '../../jobs/queues.js'
 import type { SegmentMessage } from '../../src/segment/types.js'
 import type { TestRedis } from './redis.js'
@@ -18,11 +20,14 @@ export function freshPrefix (redis: TestRedis): TestRedis {
 export function ingestQueue (t: Teardown, redis: TestRedis) {
   const queue = new Queue<IngestJobData>('ingest', { connection: { url: redis.url }, prefix: `{${redis.prefix}}` })
   t.teardown(() => queue.close())
+  const client = new Redis(redis.url)
+  t.teardown(() => client.disconnect())
   const stored = async (sourceId?: string): Promise<SegmentMessage[]> => {
     const jobs = await queue.getWaiting(0, -1)
     // In the order they were stored (job ids are increasing numbers), as the worker takes them.
     jobs.sort((a, b) => Number(a.id) - Number(b.id))
-    return jobs.flatMap((job) => jobMessages(job.data))
+    const messages = await Promise.all(jobs.map(async (job) => jobMessages(job.data, await readBodies(client, (job.data.requests ?? []).map((r) => r.bodyKey)))))
+    return messages.flat()
       .filter(([source]) => sourceId === undefined || source === sourceId)
       .map(([, message]) => message)
   }

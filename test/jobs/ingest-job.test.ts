@@ -3,12 +3,17 @@ import { jobMessages, type StoredRequest } from '../../jobs/queues.js'
 
 const receivedAt = Date.parse('2024-05-01T12:00:00.000Z')
 
-function stored (body: unknown, extra: Partial<StoredRequest> = {}): StoredRequest {
-  return { sourceId: 'src-1', receivedAt, idPrefix: 'relay-req', body: JSON.stringify(body), ...extra }
+/** A stored request and its body's text, as the worker reads them. */
+function stored (body: unknown, extra: Partial<StoredRequest> = {}): [StoredRequest, string] {
+  return [{ sourceId: 'src-1', receivedAt, idPrefix: 'relay-req', bodyKey: 'relay:ingest-body:{job}:0', ...extra }, JSON.stringify(body)]
+}
+
+function read (...requests: Array<[StoredRequest, string]>) {
+  return jobMessages({ requests: requests.map(([request]) => request) }, requests.map(([, body]) => body))
 }
 
 t.test('a stored batch becomes its messages, with the server fields the API would have set', async (t) => {
-  const request = stored({
+  const messages = read(stored({
     sentAt: '2024-05-01T12:00:10.000Z',
     context: { library: { name: 'analytics-node' } },
     integrations: { All: true },
@@ -19,8 +24,7 @@ t.test('a stored batch becomes its messages, with the server fields the API woul
       { type: 'identify', userId: 'u2', traits: { plan: 'pro' }, context: { ip: '1.2.3.4' } },
       { type: 'track', userId: 'u3', event: 'Signed Up', messageId: 'm-1' }
     ]
-  }, { skip: [1, 3] })
-  const messages = jobMessages({ requests: [request] })
+  }, { skip: [1, 3] }))
   t.same(messages.map(([source]) => source), ['src-1', 'src-1'])
   const [[, track], [, identify]] = messages
   t.match(track, {
@@ -39,15 +43,20 @@ t.test('a stored batch becomes its messages, with the server fields the API woul
 })
 
 t.test('a stored single message takes its type from the path', async (t) => {
-  const [[, message]] = jobMessages({ requests: [stored({ userId: 'u1', event: 'Signed Up' }, { pathType: 'track' })] })
+  const [[, message]] = read(stored({ userId: 'u1', event: 'Signed Up' }, { pathType: 'track' }))
   t.match(message, { type: 'track', event: 'Signed Up', messageId: 'relay-req-0', receivedAt: '2024-05-01T12:00:00.000Z' })
 })
 
-t.test('jobs queued by earlier builds (message objects) still read', async (t) => {
+t.test('prepared messages (the audience engine\'s) are read as they are', async (t) => {
   const legacy = { type: 'track', userId: 'u1', event: 'E', messageId: 'old-1', timestamp: 'x', originalTimestamp: 'x', receivedAt: 'x' } as const
   t.same(jobMessages({ messages: [['src-1', legacy]] }), [['src-1', legacy]])
 })
 
 t.test('a stored message that no longer passes the checks fails the job (kept for a retry), not silently dropped', async (t) => {
-  t.throws(() => jobMessages({ requests: [stored({ batch: [{ type: 'track', event: 'no user' }] })] }), /stored message 0 no longer passes: userId or anonymousId is required/)
+  t.throws(() => read(stored({ batch: [{ type: 'track', event: 'no user' }] })), /stored message 0 no longer passes: userId or anonymousId is required/)
+})
+
+t.test('a missing body fails the job, naming its key', async (t) => {
+  const [request] = stored({ batch: [] })
+  t.throws(() => jobMessages({ requests: [request] }, [null]), /body of stored request 0 \(relay:ingest-body:\{job\}:0\) is missing/)
 })
