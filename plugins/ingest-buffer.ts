@@ -131,7 +131,11 @@ export class IngestBuffer {
       return Promise.reject(new UnavailableError(`the ingest backlog is over ${this.options.maxBacklogJobs} jobs; retry later`, 2))
     }
     return new Promise((resolve, reject) => {
-      this.pending.push({ ...submission, resolve, reject })
+      // The submission itself becomes the pending entry (a copy of it cost more than the rest).
+      const pending = submission as Pending
+      pending.resolve = resolve
+      pending.reject = reject
+      this.pending.push(pending)
       this.pendingMessages += submission.valid
       this.schedule()
     })
@@ -242,7 +246,8 @@ export class IngestBuffer {
       const skip = dropped === undefined ? p.request.skip : [...(p.request.skip ?? []), ...dropped].sort((a, b) => a - b)
       const bodyKey = this.keys.ingestBody(tag, requests.length)
       bodies.set(bodyKey, p.body, 'PX', INGEST_BODY_TTL_MS)
-      requests.push({ ...p.request, bodyKey, ...(skip === undefined ? {} : { skip }) })
+      const { sourceId, receivedAt, pathType, idPrefix } = p.request
+      requests.push({ sourceId, receivedAt, pathType, idPrefix, bodyKey, skip })
     })
     if (requests.length > 0) {
       const written = await bodies.exec()
