@@ -210,55 +210,56 @@ export class IngestBuffer {
       }
     }
 
+    // One round trip before the job: the duplicate check, and each body under a key of its own
+    // (one tag for the job: one hash slot), written as it is. A body whose messages all turn out
+    // to be duplicates is removed again below.
+    const tag = randomUUID()
+    const bodyKeys = group.map((p, g) => p.valid > 0 ? this.keys.ingestBody(tag, g) : undefined)
     const sources = [...bySource.entries()].filter(([, e]) => e.fingerprints.length > 0)
     const fresh = new Map<string, string[]>()
-    if (sources.length > 0) {
-      const check = this.redis.pipeline()
-      for (const [sourceId, entry] of sources) {
-        const keys = this.keys.dedup(sourceId)
-        check.dedupCheck(keys.current, keys.previous, Buffer.from(entry.fingerprints.join(''), 'latin1'))
-      }
-      const answers = await check.exec()
-      sources.forEach(([sourceId, entry], s) => {
-        const [err, seen] = answers![s]
-        if (err) throw err
-        const remembered: string[] = []
-        for (let i = 0; i < entry.fingerprints.length; i++) {
-          if ((seen as string).charCodeAt(i) === ONE) duplicateOf(entry.owners[i]).push(entry.indexes[i])
-          else remembered.push(entry.fingerprints[i])
-        }
-        fresh.set(sourceId, remembered)
-      })
+    const first = this.redis.pipeline()
+    for (const [sourceId, entry] of sources) {
+      const keys = this.keys.dedup(sourceId)
+      first.dedupCheck(keys.current, keys.previous, Buffer.from(entry.fingerprints.join(''), 'latin1'))
     }
+    group.forEach((p, g) => { if (bodyKeys[g] !== undefined) first.set(bodyKeys[g], p.body, 'PX', INGEST_BODY_TTL_MS) })
+    const answers = first.length > 0 ? (await first.exec())! : []
+    const failed = answers.find(([err]) => err !== null)
+    if (failed) throw failed[0]
+    sources.forEach(([sourceId, entry], s) => {
+      const seen = answers[s][1] as string
+      const remembered: string[] = []
+      for (let i = 0; i < entry.fingerprints.length; i++) {
+        if (seen.charCodeAt(i) === ONE) duplicateOf(entry.owners[i]).push(entry.indexes[i])
+        else remembered.push(entry.fingerprints[i])
+      }
+      fresh.set(sourceId, remembered)
+    })
 
     const results = group.map((p) => {
       const duplicate = duplicates.get(p)?.length ?? 0
       return { accepted: p.valid - duplicate, duplicate }
     })
-    // Each body under a key of its own (one tag for the job: one hash slot), written as it is;
-    // then the job, which names them.
-    const tag = randomUUID()
-    const bodies = this.redis.pipeline()
     const requests: StoredRequest[] = []
+    const unused: string[] = []
     group.forEach((p, g) => {
-      if (results[g].accepted === 0) return
+      const bodyKey = bodyKeys[g]
+      if (bodyKey === undefined) return
+      if (results[g].accepted === 0) {
+        unused.push(bodyKey)
+        return
+      }
       const dropped = duplicates.get(p)
       const skip = dropped === undefined ? p.request.skip : [...(p.request.skip ?? []), ...dropped].sort((a, b) => a - b)
-      const bodyKey = this.keys.ingestBody(tag, requests.length)
-      bodies.set(bodyKey, p.body, 'PX', INGEST_BODY_TTL_MS)
       const { sourceId, receivedAt, pathType, idPrefix } = p.request
       requests.push({ sourceId, receivedAt, pathType, idPrefix, bodyKey, skip })
     })
-    if (requests.length > 0) {
-      const written = await bodies.exec()
-      const failed = written?.find(([err]) => err !== null)
-      if (failed) throw failed[0]
-      await this.queue.add('requests', { requests })
-    }
+    if (requests.length > 0) await this.queue.add('requests', { requests })
 
     // Stored: now remember the ids and count. Were this to fail, a retried request could be
     // stored twice (a duplicate may pass) — never the other way round.
     const after = this.redis.pipeline()
+    if (unused.length > 0) after.del(...unused)
     const now = Date.now()
     for (const [sourceId, remembered] of fresh) {
       if (remembered.length === 0) continue
