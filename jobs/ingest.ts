@@ -12,8 +12,7 @@ export type IngestStage = (sourceId: string, messages: SegmentMessage[]) => Prom
 
 export function createIngestProcessor (stages: IngestStage[], redis: Redis) {
   return async function processIngestJob (job: Job<IngestJobData>): Promise<{ messages: number }> {
-    const bodyKeys = (job.data.requests ?? []).map((request) => request.bodyKey)
-    const messages = jobMessages(job.data, await readBodies(redis, bodyKeys))
+    const { messages, bodyKeys } = await readJobMessages(redis, job.data)
     const bySource = new Map<string, SegmentMessage[]>()
     for (const [sourceId, message] of messages) {
       let list = bySource.get(sourceId)
@@ -29,7 +28,9 @@ export function createIngestProcessor (stages: IngestStage[], redis: Redis) {
   }
 }
 
-/** The texts of stored request bodies (one job's: one hash slot). */
-export async function readBodies (redis: Redis, keys: string[]): Promise<Array<string | null>> {
-  return keys.length === 0 ? [] : await redis.mget(...keys)
+/** An ingest job's messages, its stored bodies read (one job's bodies share one hash slot). */
+export async function readJobMessages (redis: Redis, data: IngestJobData): Promise<{ messages: Array<[string, SegmentMessage]>, bodyKeys: string[] }> {
+  const bodyKeys = (data.requests ?? []).map((request) => request.bodyKey)
+  const bodies = bodyKeys.length === 0 ? [] : await redis.mget(...bodyKeys)
+  return { messages: jobMessages(data, bodies), bodyKeys }
 }

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
-import { readBodies } from '../../jobs/ingest.js'
-import { jobMessages, type IngestJobData } from '../../jobs/queues.js'
+import { readJobMessages } from '../../jobs/ingest.js'
+import type { IngestJobData } from '../../jobs/queues.js'
 import type { SegmentMessage } from '../../src/segment/types.js'
 import type { TestRedis } from './redis.js'
 
@@ -26,7 +26,7 @@ export function ingestQueue (t: Teardown, redis: TestRedis) {
     const jobs = await queue.getWaiting(0, -1)
     // In the order they were stored (job ids are increasing numbers), as the worker takes them.
     jobs.sort((a, b) => Number(a.id) - Number(b.id))
-    const messages = await Promise.all(jobs.map(async (job) => jobMessages(job.data, await readBodies(client, (job.data.requests ?? []).map((r) => r.bodyKey)))))
+    const messages = await Promise.all(jobs.map(async (job) => (await readJobMessages(client, job.data)).messages))
     return messages.flat()
       .filter(([source]) => sourceId === undefined || source === sourceId)
       .map(([, message]) => message)
