@@ -7,11 +7,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { ADMIN_TOKEN, buildTestApp } from '../helpers/app.js'
+import { buildTestApp } from '../helpers/app.js'
 import { createAudience, getAudience, ingest, ingestDrained, ORDERED_30_DAYS, trackBy, waitFor, waitForAudience } from '../helpers/audience-setup.js'
 import { freshPrefix } from '../helpers/ingest-queue.js'
 import { startTestRedis } from '../helpers/redis.js'
-import { killWorkerProcess, startWorkerProcess } from '../helpers/worker-process.js'
+import { killWorkerProcess, startWorkerProcess, workerEnv } from '../helpers/worker-process.js'
 
 const USERS = 5000
 
@@ -31,19 +31,9 @@ t.test('a worker killed mid initial sync: a new worker resumes it, every member 
   const logFile = join(dir, 'emitted.jsonl')
   const shared = freshPrefix(redis)
   const api = await buildTestApp(t, { redis: shared, env: { ROLE: 'api', INGEST_JOB_MAX_MESSAGES: '500' } })
-  const workerEnv = {
-    REDIS_URL: shared.url,
-    REDIS_PREFIX: shared.prefix,
-    ROLE: 'worker',
-    SECRET_KEY: api.config.SECRET_KEY!,
-    ADMIN_TOKEN,
-    // a dead worker's jobs and locks are taken over within about a second
-    STALLED_INTERVAL_MS: '1000',
-    LOG_LEVEL: 'silent',
-    EMITTED_LOG: logFile
-  }
+  const env = workerEnv(api, { EMITTED_LOG: logFile })
   // Held at its second emission: the first chunk of members is sent and its cursor stored.
-  const first = await startWorkerProcess(t, 'test/helpers/audience-worker.ts', { ...workerEnv, PAUSE_AT_EMIT: '2' })
+  const first = await startWorkerProcess(t, 'test/helpers/audience-worker.ts', { ...env, PAUSE_AT_EMIT: '2' })
 
   const source = await api.createSource()
   const users = Array.from({ length: USERS }, (_, i) => `user-${String(i).padStart(5, '0')}`)
@@ -63,7 +53,7 @@ t.test('a worker killed mid initial sync: a new worker resumes it, every member 
   t.match(await getAudience(api, audience.id), { size: USERS, status: 'syncing', lastSync: null }, 'every user is a member; the GET shows the sync under way')
   await killWorkerProcess(first.child)
 
-  await startWorkerProcess(t, 'test/helpers/audience-worker.ts', workerEnv)
+  await startWorkerProcess(t, 'test/helpers/audience-worker.ts', env)
   const done = await waitForAudience(api, audience.id, (a) => a.status === 'idle' && a.lastSync !== null, 'the new worker to finish the initial sync', 60_000)
   await ingestDrained(api, 60_000)
   t.equal(done.size, USERS)

@@ -4,14 +4,14 @@
 // delivered (a duplicate would be fine: Meta de-duplicates by event_id).
 import t from 'tap'
 import { startFakeGraph } from '../fixtures/fake-graph.js'
-import { ADMIN_TOKEN, buildTestApp } from '../helpers/app.js'
+import { buildTestApp } from '../helpers/app.js'
 import {
   assertAccounted, createDestination, deliveredEventIds, destinationStats, FAST_DELIVERY_ENV, sendBatch, settledStats,
   track, waitFor
 } from '../helpers/delivery-setup.js'
 import { freshPrefix } from '../helpers/ingest-queue.js'
 import { startTestRedis } from '../helpers/redis.js'
-import { killWorkerProcess, startWorkerProcess } from '../helpers/worker-process.js'
+import { killWorkerProcess, startWorkerProcess, workerEnv } from '../helpers/worker-process.js'
 
 const SETTINGS = { conversionEvents: { 'Order Completed': '1001' } }
 
@@ -30,23 +30,16 @@ t.test('a worker killed mid-delivery loses nothing', async (t) => {
       const destination = await createDestination(api, source.id, SETTINGS)
       // Meta holds each request the killed workers make: the job is in flight when they die.
       graph.failNext({ kind: 'timeout' }, kills)
-      const workerEnv = {
-        REDIS_URL: shared.url,
-        REDIS_PREFIX: shared.prefix,
-        ROLE: 'worker',
-        SECRET_KEY: api.config.SECRET_KEY!,
-        ADMIN_TOKEN,
+      const env = workerEnv(api, {
         FACEBOOK_GRAPH_URL: graph.url,
         // longer than the test: only the kill ends the request
-        GRAPH_TIMEOUT_MS: '600000',
-        STALLED_INTERVAL_MS: '1000',
-        LOG_LEVEL: 'silent'
-      }
+        GRAPH_TIMEOUT_MS: '600000'
+      })
 
       const messages = Array.from({ length: 5 }, (_, i) => track('Order Completed', { revenue: i + 1 }))
       await sendBatch(api, source.writeKey, messages)
       for (let attempt = 1; attempt <= kills; attempt++) {
-        const worker = (await startWorkerProcess(t, 'test/helpers/delivery-worker.ts', workerEnv)).child
+        const worker = (await startWorkerProcess(t, 'test/helpers/delivery-worker.ts', env)).child
         await waitFor(() => heldRequests === attempt, 30_000, `request ${attempt} to be in flight`)
         const inFlight = await waitFor(async () => { const s = await destinationStats(api, destination.id); return s.received === 5 && s }, 10_000, 'the count')
         t.match(inFlight, { received: 5, retrying: 5, delivered: 0 }, 'in flight, not delivered')

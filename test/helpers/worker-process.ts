@@ -1,10 +1,28 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
+import { ADMIN_TOKEN, type TestContext } from './app.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
 interface Teardown { teardown: (fn: () => unknown) => void }
+
+/**
+ * The environment of a worker process beside a test's API app: its Redis, key prefix and
+ * secrets; a dead worker's jobs and locks taken over within about a second; no logs.
+ */
+export function workerEnv (api: TestContext, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    REDIS_URL: api.redis.url,
+    REDIS_PREFIX: api.config.REDIS_PREFIX,
+    ROLE: 'worker',
+    SECRET_KEY: api.config.SECRET_KEY!,
+    ADMIN_TOKEN,
+    STALLED_INTERVAL_MS: '1000',
+    LOG_LEVEL: 'silent',
+    ...extra
+  }
+}
 
 export interface WorkerProcess {
   child: ChildProcess
