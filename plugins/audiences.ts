@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import { conditionEvents, conditionTraits, eventLeaves, type AudienceCondition, type EventCondition } from '../src/audiences/condition.js'
 import type { RedisKeys } from '../src/keys.js'
+import { TtlCache } from '../src/ttl-cache.js'
 
 export type SyncStatus = 'building' | 'syncing' | 'idle' | 'failed'
 
@@ -75,9 +76,11 @@ const INITIAL_STATE: SyncState = {
 
 /** Audience definitions, their sync state, members (sorted set: userId → since) and change log. */
 export class AudienceStore {
-  private readonly cache = new Map<string, { audiences: CompiledAudience[], expires: number }>()
+  private readonly cache: TtlCache<CompiledAudience[]>
 
-  constructor (private readonly redis: Redis, private readonly keys: RedisKeys, private readonly cacheTtlMs = 2000) {}
+  constructor (private readonly redis: Redis, private readonly keys: RedisKeys, cacheTtlMs = 2000) {
+    this.cache = new TtlCache(cacheTtlMs)
+  }
 
   /** Creates the audience; undefined when its key is taken on this source. */
   async create (input: Omit<StoredAudience, 'id' | 'createdAt'>): Promise<StoredAudience | undefined> {
@@ -138,12 +141,7 @@ export class AudienceStore {
 
   /** The source's audiences, compiled, from a short-lived cache (the ingest worker's hot path). */
   async forSource (sourceId: string, now = Date.now()): Promise<CompiledAudience[]> {
-    const cached = this.cache.get(sourceId)
-    if (cached !== undefined && cached.expires > now) return cached.audiences
-    const audiences = (await this.listForSource(sourceId)).map(compile)
-    if (this.cache.size > 10_000) this.cache.clear()
-    this.cache.set(sourceId, { audiences, expires: now + this.cacheTtlMs })
-    return audiences
+    return this.cache.get(sourceId, async () => (await this.listForSource(sourceId)).map(compile), now)
   }
 
   async state (id: string): Promise<SyncState> {

@@ -6,6 +6,7 @@ import type { GraphError } from '../src/facebook/graph-response.js'
 import type { FacebookSettings } from '../src/facebook/settings.js'
 import type { InvalidReason } from '../src/facebook/transform.js'
 import type { RedisKeys } from '../src/keys.js'
+import { TtlCache } from '../src/ttl-cache.js'
 
 // Sets a hash field only while it still holds what was read (1), else leaves it (0).
 const COMPARE_AND_SET = `
@@ -86,14 +87,16 @@ export function destinationStatus (stored: StoredDestination): DestinationStatus
  * source are cached in memory for a moment: the ingest worker routes every message through them.
  */
 export class DestinationStore {
-  private readonly bySourceCache = new Map<string, { destinations: StoredDestination[], expires: number }>()
+  private readonly bySourceCache: TtlCache<StoredDestination[]>
 
   constructor (
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
     private readonly secret: string,
-    private readonly cacheTtlMs = 2000
-  ) {}
+    cacheTtlMs = 2000
+  ) {
+    this.bySourceCache = new TtlCache(cacheTtlMs)
+  }
 
   async create (input: { sourceId: string, type: string, name: string, enabled: boolean, settings: FacebookSettings }): Promise<StoredDestination> {
     const now = new Date().toISOString()
@@ -155,12 +158,7 @@ export class DestinationStore {
 
   /** The source's destinations, from a short-lived cache (the ingest worker's hot path). */
   async forSource (sourceId: string, now = Date.now()): Promise<StoredDestination[]> {
-    const cached = this.bySourceCache.get(sourceId)
-    if (cached !== undefined && cached.expires > now) return cached.destinations
-    const destinations = await this.listForSource(sourceId)
-    if (this.bySourceCache.size > 10_000) this.bySourceCache.clear()
-    this.bySourceCache.set(sourceId, { destinations, expires: now + this.cacheTtlMs })
-    return destinations
+    return this.bySourceCache.get(sourceId, () => this.listForSource(sourceId), now)
   }
 
   async removeAllForSource (sourceId: string): Promise<void> {

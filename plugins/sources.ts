@@ -2,6 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import type { RedisKeys } from '../src/keys.js'
+import { TtlCache } from '../src/ttl-cache.js'
 
 export interface Source {
   id: string
@@ -41,13 +42,15 @@ function sha256 (value: string): string {
  * stays usable that long on other processes).
  */
 export class SourceStore {
-  private readonly cache = new Map<string, { sourceId: string | null, expires: number }>()
+  private readonly cache: TtlCache<string | null>
 
   constructor (
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
     private readonly options: { cacheTtlMs: number, writeKeyGraceMs: number }
-  ) {}
+  ) {
+    this.cache = new TtlCache(options.cacheTtlMs)
+  }
 
   async create (name: string): Promise<Source & { writeKey: string }> {
     const id = `src_${randomBytes(8).toString('hex')}`
@@ -106,13 +109,7 @@ export class SourceStore {
   /** The source a write key belongs to, or undefined. Throws when Redis is unreachable. */
   async resolveWriteKey (writeKey: string): Promise<string | undefined> {
     const hash = sha256(writeKey)
-    const now = Date.now()
-    const cached = this.cache.get(hash)
-    if (cached !== undefined && cached.expires > now) return cached.sourceId ?? undefined
-    const sourceId = await this.redis.get(this.keys.writeKey(hash))
-    if (this.cache.size > 10_000) this.cache.clear()
-    this.cache.set(hash, { sourceId, expires: now + this.options.cacheTtlMs })
-    return sourceId ?? undefined
+    return await this.cache.get(hash, () => this.redis.get(this.keys.writeKey(hash))) ?? undefined
   }
 
   async stats (id: string): Promise<SourceStats> {
