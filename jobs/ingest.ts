@@ -28,9 +28,14 @@ export function createIngestProcessor (stages: IngestStage[], redis: Redis) {
   }
 }
 
-/** An ingest job's messages, its stored bodies read (one job's bodies share one hash slot). */
+/**
+ * An ingest job's messages, its stored bodies and duplicate-check answer read (they share one
+ * hash slot). `bodyKeys` are the keys to remove once the job is processed.
+ */
 export async function readJobMessages (redis: Redis, data: IngestJobData): Promise<{ messages: Array<[string, SegmentMessage]>, bodyKeys: string[] }> {
   const bodyKeys = (data.requests ?? []).map((request) => request.bodyKey)
-  const bodies = bodyKeys.length === 0 ? [] : await redis.mget(...bodyKeys)
-  return { messages: jobMessages(data, bodies), bodyKeys }
+  if (data.dedupAnswer !== undefined) bodyKeys.push(data.dedupAnswer)
+  const values = bodyKeys.length === 0 ? [] : await redis.mget(...bodyKeys)
+  const dedupAnswer = data.dedupAnswer !== undefined ? values.pop() : undefined
+  return { messages: jobMessages(data, values, dedupAnswer), bodyKeys }
 }

@@ -24,8 +24,13 @@ export interface StoredRequest {
   idPrefix: string
   /** Where the body is (RedisKeys.ingestBody): removed once the job is processed. */
   bodyKey: string
-  /** Indexes in `batch` not to process: rejected, or duplicates of stored messages. */
+  /** Indexes in `batch` not to process: rejected, or repeats of an id earlier in the same flush. */
   skip?: number[]
+  /**
+   * The messages whose client-given ids went through the duplicate check, by index: the answer
+   * for `indexes[k]` is character `at + k` of the job's `dedupAnswer` ('1': seen, not processed).
+   */
+  checked?: { at: number, indexes: number[] }
 }
 
 /**
@@ -40,14 +45,20 @@ export const INGEST_BODY_TTL_MS = 30 * 24 * 3600 * 1000
  */
 export interface IngestJobData {
   requests?: StoredRequest[]
+  /**
+   * Where the duplicate check wrote its answer: in the same transaction as the job, so the API
+   * stores a flush in one round trip without knowing the answer first (RedisKeys.ingestDedupAnswer).
+   */
+  dedupAnswer?: string
   messages?: Array<[string, SegmentMessage]>
 }
 
 /**
  * The messages of an ingest job, in order, as `[sourceId, message]`. `bodies` are the texts of
- * `data.requests`, in order (null: the body is gone — an error).
+ * `data.requests`, in order (null: the body is gone — an error); `dedupAnswer` the text under
+ * `data.dedupAnswer` (missing: the check did not run, and no message is taken for a duplicate).
  */
-export function jobMessages (data: IngestJobData, bodies: Array<string | null> = []): Array<[string, SegmentMessage]> {
+export function jobMessages (data: IngestJobData, bodies: Array<string | null> = [], dedupAnswer?: string | null): Array<[string, SegmentMessage]> {
   const out: Array<[string, SegmentMessage]> = data.messages ?? []
   for (const [r, request] of (data.requests ?? []).entries()) {
     const text = bodies[r]
@@ -62,6 +73,10 @@ export function jobMessages (data: IngestJobData, bodies: Array<string | null> =
       if (isPlainObject(body.integrations)) envelope.integrations = body.integrations
     }
     const skip = new Set(request.skip)
+    if (request.checked !== undefined && typeof dedupAnswer === 'string') {
+      const { at, indexes } = request.checked
+      for (let k = 0; k < indexes.length; k++) if (dedupAnswer.charCodeAt(at + k) === SEEN) skip.add(indexes[k])
+    }
     items.forEach((item, index) => {
       if (skip.has(index)) return
       // The API accepted it: the same checks pass again (a failure would be a bug, and throws).
@@ -72,6 +87,8 @@ export function jobMessages (data: IngestJobData, bodies: Array<string | null> =
   }
   return out
 }
+
+const SEEN = 0x31 // '1'
 
 export const INGEST_JOB_OPTIONS: JobsOptions = {
   // Queued messages carry raw traits: a finished job keeps nothing.

@@ -1,9 +1,16 @@
 import { hash, randomUUID } from 'node:crypto'
-import type { Queue } from 'bullmq'
+import { createRequire } from 'node:module'
+import { createIORedisClient, Job, type Queue } from 'bullmq'
 import fp from 'fastify-plugin'
-import type { Redis, Result } from 'ioredis'
-import { INGEST_BODY_TTL_MS, type IngestJobData, type StoredRequest } from '../jobs/queues.js'
+import type { ChainableCommander, Redis, Result } from 'ioredis'
+import { INGEST_BODY_TTL_MS, INGEST_JOB_OPTIONS, type IngestJobData, type StoredRequest } from '../jobs/queues.js'
 import type { RedisKeys } from '../src/keys.js'
+
+// BullMQ's own add script and the version its command names carry, to define on the buffer's
+// connection alone (see IngestBuffer). Internal files: the ingest tests fail if they move.
+const require = createRequire(import.meta.url)
+const { addStandardJob } = require('bullmq/dist/cjs/scripts/addStandardJob-9.js') as { addStandardJob: { name: string, content: string, keys: number } }
+const { version: bullmqVersion } = require('bullmq/dist/cjs/version.js') as { version: string }
 
 export class UnavailableError extends Error {
   constructor (message: string, readonly retryAfterSeconds = 5) { super(message) }
@@ -30,36 +37,48 @@ interface Pending extends Submission {
   reject: (err: Error) => void
 }
 
-// Message ids seen in the current window, or the one before it (so each is remembered at least
-// one window). Fingerprints are 16-byte MD5 digests of the id: collisions between distinct ids are
-// out of reach (2^-64 at billions of ids), so a new message is never taken for a duplicate. They
-// travel as one string (ARGV[1]) — thousands of separate arguments cost the client more than the
-// check — and the answer is one string of '0' (new) and '1' (seen).
-const SPLIT_FINGERPRINTS = `
-local blob = ARGV[#ARGV]
-local ids = {}
-for i = 1, #blob, 16 do ids[#ids + 1] = string.sub(blob, i, i + 15) end
-`
-// Lua's unpack() takes a few thousand values at most.
-const DEDUP_CHECK = SPLIT_FINGERPRINTS + `
-local seen = {}
-for s = 1, #ids, 2000 do
-  local e = math.min(s + 1999, #ids)
-  local current = redis.call('SMISMEMBER', KEYS[1], unpack(ids, s, e))
-  local previous = redis.call('SMISMEMBER', KEYS[2], unpack(ids, s, e))
-  for i = 1, #current do
-    seen[#seen + 1] = (current[i] == 1 or previous[i] == 1) and '1' or '0'
-  end
-end
-return table.concat(seen)`
-
-// Remembers ids in the current window. The window rotates when it is older than the dedup window
-// or holds the configured maximum (the memory budget): the previous window is then dropped early,
-// which may let a duplicate through but never drops a new message.
-const DEDUP_REMEMBER = SPLIT_FINGERPRINTS + `
+// The duplicate check, run in the flush's transaction after the job is added. Message ids seen in
+// the current window or the one before it are duplicates (so each is remembered at least one
+// window). Fingerprints are 16-byte MD5 digests of the id: collisions between distinct ids are out
+// of reach (2^-64 at billions of ids), so a new message is never taken for a duplicate. They travel
+// as one string (the last ARGV) — thousands of separate arguments cost the client more than the
+// check. The answer, one character per id ('0' new, '1' seen), goes to the caller and, at
+// `offset`, into the job's answer key (KEYS[4]), where the worker reads it. The source's counts
+// are added here, where the number of duplicates is known.
+//
+// The window rotates when it is older than the dedup window or holds the configured maximum (the
+// memory budget): the previous window is then dropped early, which may let a duplicate through but
+// never drops a new message. Every checked id is remembered in the current window.
+const DEDUP = `
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local maxIds = tonumber(ARGV[3])
+local blob = ARGV[8]
+-- Counters, not #t: the length operator searches the table every time.
+local ids = {}
+local n = 0
+local sub = string.sub
+for i = 1, #blob, 16 do
+  n = n + 1
+  ids[n] = sub(blob, i, i + 15)
+end
+-- Lua's unpack() takes a few thousand values at most.
+local hasPrevious = redis.call('EXISTS', KEYS[2]) == 1
+local seen = {}
+local duplicates = 0
+for s = 1, n, 2000 do
+  local e = math.min(s + 1999, n)
+  local current = redis.call('SMISMEMBER', KEYS[1], unpack(ids, s, e))
+  local previous = hasPrevious and redis.call('SMISMEMBER', KEYS[2], unpack(ids, s, e)) or current
+  for i = 1, e - s + 1 do
+    if current[i] == 1 or previous[i] == 1 then
+      seen[s + i - 1] = '1'
+      duplicates = duplicates + 1
+    else
+      seen[s + i - 1] = '0'
+    end
+  end
+end
 local started = tonumber(redis.call('GET', KEYS[3]) or '0')
 if started == 0 then
   redis.call('SET', KEYS[3], now, 'PX', window * 2)
@@ -71,16 +90,23 @@ elseif now - started >= window or redis.call('SCARD', KEYS[1]) >= maxIds then
   end
   redis.call('SET', KEYS[3], now, 'PX', window * 2)
 end
-for s = 1, #ids, 2000 do
-  redis.call('SADD', KEYS[1], unpack(ids, s, math.min(s + 1999, #ids)))
+for s = 1, n, 2000 do
+  redis.call('SADD', KEYS[1], unpack(ids, s, math.min(s + 1999, n)))
 end
 redis.call('PEXPIRE', KEYS[1], window * 2)
-return 1`
+local answer = table.concat(seen)
+redis.call('SETRANGE', KEYS[4], tonumber(ARGV[4]), answer)
+redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[5]))
+local accepted = tonumber(ARGV[6]) - duplicates
+if accepted > 0 then redis.call('HINCRBY', KEYS[5], 'accepted', accepted) end
+duplicates = duplicates + tonumber(ARGV[7])
+if duplicates > 0 then redis.call('HINCRBY', KEYS[5], 'duplicate', duplicates) end
+return answer`
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    dedupCheck(current: string, previous: string, fingerprints: Buffer): Result<string, Context>
-    dedupRemember(current: string, previous: string, startedAt: string, now: number, windowMs: number, maxIds: number, fingerprints: Buffer): Result<number, Context>
+    ingestDedup(current: string, previous: string, startedAt: string, answerKey: string, statsKey: string,
+      now: number, windowMs: number, maxIds: number, offset: number, ttlMs: number, valid: number, duplicates: number, fingerprints: Buffer): Result<string, Context>
   }
 }
 
@@ -90,7 +116,6 @@ export interface IngestBufferOptions {
   dedupMaxIds: number
   maxBacklogJobs: number
   maxInFlight?: number
-  onError?: (err: Error, results: SubmitResult[]) => void
 }
 
 /**
@@ -108,7 +133,15 @@ export class IngestBuffer {
   private backlogJobs = 0
   private readonly backlogTimer: NodeJS.Timeout
   private readonly maxInFlight: number
+  /** The buffer's connection as BullMQ takes it: a job is added into the flush's transaction. */
+  private readonly client: ReturnType<typeof createIORedisClient>
 
+  /**
+   * `redis`: a connection of the buffer's own. ioredis copies every script defined on a
+   * connection into each transaction it makes: on a queue's connection that is BullMQ's fifty-odd
+   * (more CPU than the rest of a flush of single messages), here it is two — the duplicate
+   * check and BullMQ's add, under the name BullMQ calls it by.
+   */
   constructor (
     private readonly redis: Redis,
     private readonly queue: Queue<IngestJobData>,
@@ -116,8 +149,9 @@ export class IngestBuffer {
     private readonly options: IngestBufferOptions
   ) {
     this.maxInFlight = options.maxInFlight ?? 8
-    redis.defineCommand('dedupCheck', { numberOfKeys: 2, lua: DEDUP_CHECK })
-    redis.defineCommand('dedupRemember', { numberOfKeys: 3, lua: DEDUP_REMEMBER })
+    redis.defineCommand('ingestDedup', { numberOfKeys: 5, lua: DEDUP })
+    redis.defineCommand(`${addStandardJob.name}:${bullmqVersion}`, { numberOfKeys: addStandardJob.keys, lua: addStandardJob.content })
+    this.client = createIORedisClient(redis)
     // The backlog is read once a second, not per request.
     this.backlogTimer = setInterval(() => { this.refreshBacklog() }, 1000)
     this.backlogTimer.unref()
@@ -189,115 +223,150 @@ export class IngestBuffer {
     }
   }
 
+  /**
+   * Undoes what a flush's duplicate checks did when its job could not be added: the new ids are
+   * forgotten (the client's retry is no duplicate) and the counts taken back. Best effort.
+   */
+  private async forget (bySource: Map<string, FlushSource>, answers: Array<[Error | null, unknown]>, bodyKeys: string[]): Promise<void> {
+    const pipeline = this.redis.pipeline()
+    if (bodyKeys.length > 0) pipeline.del(...bodyKeys)
+    for (const [sourceId, source] of bySource) {
+      const stats = this.keys.sourceStats(sourceId)
+      if (source.command < 0) {
+        if (source.valid > 0) pipeline.hincrby(stats, 'accepted', -source.valid)
+        continue
+      }
+      if (answers[source.command][0] !== null) continue
+      const answer = answers[source.command][1] as string
+      const fresh = source.fingerprints.filter((_, i) => answer.charCodeAt(i) !== ONE)
+      if (fresh.length > 0) pipeline.srem(this.keys.dedup(sourceId).current, ...fresh.map((f) => Buffer.from(f, 'latin1')))
+      const duplicates = source.fingerprints.length - fresh.length + source.repeats
+      if (source.valid > duplicates) pipeline.hincrby(stats, 'accepted', duplicates - source.valid)
+      if (duplicates > 0) pipeline.hincrby(stats, 'duplicate', -duplicates)
+    }
+    await pipeline.exec()
+  }
+
+  /**
+   * Stores a flush in one transaction, one round trip: each body under a key of its own (one tag
+   * for the job: one hash slot), the job, then per source the duplicate check with the counts.
+   * The job does not wait for the check's answer: the worker reads it from the answer key.
+   */
   private async commit (group: Pending[]): Promise<SubmitResult[]> {
-    const duplicates = new Map<Pending, number[]>()
-    // Fingerprints per source; a repeat inside this flush is a duplicate without asking Redis.
-    // Fingerprints are kept as 'binary' (latin1) strings, one byte a character, and become one
-    // Buffer per call: a Buffer per id cost as much again as the hashing.
-    const bySource = new Map<string, { fingerprints: string[], owners: Array<Pending>, indexes: number[], seen: Set<string> }>()
+    // Per source: its fingerprints, in request order; a repeat inside this flush is a duplicate
+    // without asking Redis. Fingerprints are kept as 'binary' (latin1) strings, one byte a
+    // character, and become one Buffer per call: a Buffer per id cost as much as the hashing.
+    const bySource = new Map<string, FlushSource>()
+    const repeats = new Map<Pending, number[]>()
+    const checked: Array<{ source: FlushSource, start: number, indexes: number[] } | undefined> = []
     for (const p of group) {
-      let entry = bySource.get(p.request.sourceId)
-      if (entry === undefined) bySource.set(p.request.sourceId, (entry = { fingerprints: [], owners: [], indexes: [], seen: new Set() }))
+      let source = bySource.get(p.request.sourceId)
+      if (source === undefined) bySource.set(p.request.sourceId, (source = { fingerprints: [], seen: new Set(), valid: 0, repeats: 0, rejected: 0, at: 0, command: -1, answer: '' }))
+      source.valid += p.valid
+      source.rejected += p.rejected
+      const start = source.fingerprints.length
+      const indexes: number[] = []
       for (let i = 0; i < p.ids.length; i++) {
-        if (entry.seen.has(p.ids[i])) {
-          duplicateOf(p).push(p.indexes[i])
+        if (source.seen.has(p.ids[i])) {
+          let list = repeats.get(p)
+          if (list === undefined) repeats.set(p, (list = []))
+          list.push(p.indexes[i])
+          source.repeats++
           continue
         }
-        entry.seen.add(p.ids[i])
-        entry.fingerprints.push(hash('md5', p.ids[i], 'binary'))
-        entry.owners.push(p)
-        entry.indexes.push(p.indexes[i])
+        source.seen.add(p.ids[i])
+        source.fingerprints.push(hash('md5', p.ids[i], 'binary'))
+        indexes.push(p.indexes[i])
       }
+      checked.push(indexes.length > 0 ? { source, start, indexes } : undefined)
+    }
+    // Each source's answers take one run of the job's answer string.
+    let answerLength = 0
+    for (const source of bySource.values()) {
+      source.at = answerLength
+      answerLength += source.fingerprints.length
     }
 
-    // One round trip before the job: the duplicate check, and each body under a key of its own
-    // (one tag for the job: one hash slot), written as it is. A body whose messages all turn out
-    // to be duplicates is removed again below.
     const tag = randomUUID()
-    const bodyKeys = group.map((p, g) => p.valid > 0 ? this.keys.ingestBody(tag, g) : undefined)
-    const sources = [...bySource.entries()].filter(([, e]) => e.fingerprints.length > 0)
-    const fresh = new Map<string, string[]>()
-    const first = this.redis.pipeline()
-    for (const [sourceId, entry] of sources) {
-      const keys = this.keys.dedup(sourceId)
-      first.dedupCheck(keys.current, keys.previous, Buffer.from(entry.fingerprints.join(''), 'latin1'))
-    }
-    group.forEach((p, g) => { if (bodyKeys[g] !== undefined) first.set(bodyKeys[g], p.body, 'PX', INGEST_BODY_TTL_MS) })
-    const answers = first.length > 0 ? (await first.exec())! : []
-    const failed = answers.find(([err]) => err !== null)
-    if (failed) throw failed[0]
-    sources.forEach(([sourceId, entry], s) => {
-      const seen = answers[s][1] as string
-      const remembered: string[] = []
-      for (let i = 0; i < entry.fingerprints.length; i++) {
-        if (seen.charCodeAt(i) === ONE) duplicateOf(entry.owners[i]).push(entry.indexes[i])
-        else remembered.push(entry.fingerprints[i])
-      }
-      fresh.set(sourceId, remembered)
+    const requests: StoredRequest[] = []
+    const bodies: Array<[string, string]> = []
+    group.forEach((p, g) => {
+      if (p.valid === 0) return
+      const bodyKey = this.keys.ingestBody(tag, g)
+      bodies.push([bodyKey, p.body])
+      const repeated = repeats.get(p)
+      const skip = repeated === undefined ? p.request.skip : [...(p.request.skip ?? []), ...repeated].sort((a, b) => a - b)
+      const { sourceId, receivedAt, pathType, idPrefix } = p.request
+      const c = checked[g]
+      requests.push({ sourceId, receivedAt, pathType, idPrefix, bodyKey, skip, checked: c === undefined ? undefined : { at: c.source.at + c.start, indexes: c.indexes } })
     })
+    const answerKey = this.keys.ingestDedupAnswer(tag)
 
-    const results = group.map((p) => {
-      const duplicate = duplicates.get(p)?.length ?? 0
+    const multi = this.client.multi() as unknown as ChainableCommander
+    for (const [key, body] of bodies) multi.set(key, body, 'PX', INGEST_BODY_TTL_MS)
+    if (requests.length > 0) {
+      const data: IngestJobData = { requests }
+      if (answerLength > 0) data.dedupAnswer = answerKey
+      await new Job(this.queue, 'requests', data, INGEST_JOB_OPTIONS).addJob(multi as never)
+    }
+    // After the job: should adding it fail, the ids are not remembered either (a retry must not
+    // be taken for a duplicate). The counts of a flush are written with it.
+    const now = Date.now()
+    let queued = bodies.length + (requests.length > 0 ? 1 : 0)
+    for (const [sourceId, source] of bySource) {
+      const stats = this.keys.sourceStats(sourceId)
+      if (source.fingerprints.length > 0) {
+        const dedup = this.keys.dedup(sourceId)
+        multi.ingestDedup(dedup.current, dedup.previous, dedup.startedAt, answerKey, stats,
+          now, this.options.dedupWindowMs, this.options.dedupMaxIds, source.at, INGEST_BODY_TTL_MS,
+          source.valid - source.repeats, source.repeats, Buffer.from(source.fingerprints.join(''), 'latin1'))
+        source.command = queued++
+      } else if (source.valid > 0) {
+        multi.hincrby(stats, 'accepted', source.valid)
+        queued++
+      }
+      if (source.rejected > 0) {
+        multi.hincrby(stats, 'rejected', source.rejected)
+        queued++
+      }
+    }
+    const answers = await multi.exec()
+    if (answers === null) throw new Error('the transaction was discarded')
+    const failed = answers.find(([err]) => err !== null)
+    if (failed !== undefined) {
+      // A transaction runs every command, even after one fails: should the job have failed, the
+      // flush is undone (the client is answered 503 and retries).
+      if (requests.length > 0 && answers[bodies.length][0] !== null) await this.forget(bySource, answers, [...bodies.map(([key]) => key), answerKey]).catch(() => {})
+      throw failed[0]
+    }
+    for (const source of bySource.values()) {
+      if (source.command >= 0) source.answer = answers[source.command][1] as string
+    }
+
+    return group.map((p, g) => {
+      let duplicate = repeats.get(p)?.length ?? 0
+      const c = checked[g]
+      if (c !== undefined) {
+        for (let k = 0; k < c.indexes.length; k++) if (c.source.answer.charCodeAt(c.start + k) === ONE) duplicate++
+      }
       return { accepted: p.valid - duplicate, duplicate }
     })
-    const requests: StoredRequest[] = []
-    const unused: string[] = []
-    group.forEach((p, g) => {
-      const bodyKey = bodyKeys[g]
-      if (bodyKey === undefined) return
-      if (results[g].accepted === 0) {
-        unused.push(bodyKey)
-        return
-      }
-      const dropped = duplicates.get(p)
-      const skip = dropped === undefined ? p.request.skip : [...(p.request.skip ?? []), ...dropped].sort((a, b) => a - b)
-      const { sourceId, receivedAt, pathType, idPrefix } = p.request
-      requests.push({ sourceId, receivedAt, pathType, idPrefix, bodyKey, skip })
-    })
-    if (requests.length > 0) await this.queue.add('requests', { requests })
-
-    // Stored: now remember the ids and count. Were this to fail, a retried request could be
-    // stored twice (a duplicate may pass) — never the other way round.
-    const after = this.redis.pipeline()
-    if (unused.length > 0) after.del(...unused)
-    const now = Date.now()
-    for (const [sourceId, remembered] of fresh) {
-      if (remembered.length === 0) continue
-      const keys = this.keys.dedup(sourceId)
-      after.dedupRemember(keys.current, keys.previous, keys.startedAt, now, this.options.dedupWindowMs, this.options.dedupMaxIds, Buffer.from(remembered.join(''), 'latin1'))
-    }
-    // The counts, added up per source: one increment per counter and flush.
-    const counts = new Map<string, { accepted: number, duplicate: number, rejected: number }>()
-    group.forEach((p, g) => {
-      let count = counts.get(p.request.sourceId)
-      if (count === undefined) counts.set(p.request.sourceId, (count = { accepted: 0, duplicate: 0, rejected: 0 }))
-      count.accepted += results[g].accepted
-      count.duplicate += results[g].duplicate
-      count.rejected += p.rejected
-    })
-    for (const [sourceId, count] of counts) {
-      const key = this.keys.sourceStats(sourceId)
-      for (const field of ['accepted', 'duplicate', 'rejected'] as const) {
-        if (count[field] > 0) after.hincrby(key, field, count[field])
-      }
-    }
-    // The messages are stored: answer 200 even if this step fails (the client would otherwise
-    // retry and store them twice); the counts of this flush are then missing, and logged.
-    try {
-      const answers = await after.exec()
-      const failed = answers?.find(([err]) => err !== null)
-      if (failed) throw failed[0]
-    } catch (err) {
-      this.options.onError?.(err as Error, results)
-    }
-    return results
-
-    function duplicateOf (p: Pending): number[] {
-      let list = duplicates.get(p)
-      if (list === undefined) duplicates.set(p, (list = []))
-      return list
-    }
   }
+}
+
+/** One source's part in a flush. */
+interface FlushSource {
+  fingerprints: string[]
+  seen: Set<string>
+  valid: number
+  /** Ids repeated within the flush: duplicates, not checked. */
+  repeats: number
+  rejected: number
+  /** Where its answers start in the job's answer string. */
+  at: number
+  /** Its duplicate check's place in the transaction (-1: none), and the answer. */
+  command: number
+  answer: string
 }
 
 const ONE = 0x31
@@ -309,8 +378,7 @@ declare module 'fastify' {
 }
 
 export default fp(async (app) => {
-  // A connection of its own: ioredis copies every script defined on a connection into each
-  // pipeline it makes, and the shared one has many; this one has two (a pipeline per flush).
+  // A connection of its own, with two scripts (see IngestBuffer).
   const redis = app.redis.duplicate()
   redis.on('error', () => {}) // the shared connection logs Redis outages
   if (app.redis.status === 'ready') await new Promise((resolve) => redis.once('ready', resolve))
@@ -318,8 +386,7 @@ export default fp(async (app) => {
     maxJobMessages: app.config.INGEST_JOB_MAX_MESSAGES,
     dedupWindowMs: app.config.dedupWindowMs,
     dedupMaxIds: app.config.DEDUP_MAX_IDS,
-    maxBacklogJobs: app.config.INGEST_MAX_BACKLOG_JOBS,
-    onError: (err, results) => app.log.error({ err, results }, 'messages stored, but their ids and counts were not recorded')
+    maxBacklogJobs: app.config.INGEST_MAX_BACKLOG_JOBS
   })
   app.decorate('ingestBuffer', buffer)
   app.addHook('onClose', async () => {

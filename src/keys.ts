@@ -31,6 +31,8 @@ export function redisKeys (prefix: string) {
     audienceChanges: (audienceId: string) => `${prefix}:audience-changes:{${audienceId}}`,
     // The bodies of one ingest job share its tag: read and deleted together.
     ingestBody: (jobTag: string, index: number) => `${prefix}:ingest-body:{${jobTag}}:${index}`,
+    // The duplicate check's answer for the job's client-given ids ('0' new, '1' seen).
+    ingestDedupAnswer: (jobTag: string) => `${prefix}:ingest-body:{${jobTag}}:dedup`,
     dedup: (sourceId: string) => ({
       current: `${prefix}:dedup:{${sourceId}}:cur`,
       previous: `${prefix}:dedup:{${sourceId}}:prev`,

@@ -4,7 +4,7 @@ import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } f
 import secureJson from 'secure-json-parse'
 import { Type } from 'typebox'
 import { UnavailableError, type Submission } from '../../plugins/ingest-buffer.js'
-import { batchItemSpans } from '../segment/batch-text.js'
+import { batchItemSpans, minimumJsonBytes } from '../segment/batch-text.js'
 import { RateLimiter } from '../rate-limit.js'
 import { checkMessage, isPlainObject, parseTime, PATH_TYPES } from '../segment/message.js'
 import type { MessageType } from '../segment/types.js'
@@ -236,7 +236,19 @@ const ingest: FastifyPluginAsync = async (app) => {
    */
   function messageSizes (text: string, items: unknown[]): ((index: number) => number) | undefined {
     const limit = config.MAX_MESSAGE_BYTES
-    if (text.length * 3 <= limit || Buffer.byteLength(text) <= limit) return undefined
+    if (text.length * 3 <= limit) return undefined
+    const bytes = Buffer.byteLength(text)
+    if (bytes <= limit) return undefined
+    // No message is over the limit when the others leave it no room: a message has at most the
+    // body's bytes less the others' (lower bounds of) bytes.
+    let others = 0
+    let largest = 0
+    for (const item of items) {
+      const minimum = minimumJsonBytes(item)
+      others += minimum
+      if (minimum > largest) largest = minimum
+    }
+    if (bytes - (others - largest) <= limit) return undefined
     const spans = batchItemSpans(text)
     if (spans === undefined || spans.length !== items.length) {
       // A body spelt unusually (an escaped "batch" key): measure the parsed messages.

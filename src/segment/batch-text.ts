@@ -63,3 +63,35 @@ const CLOSE_BRACKET = 0x5d
 const COMMA = 0x2c
 const SPACE = 0x20
 const SCALAR_END = new Set([COMMA, CLOSE_BRACKET, SPACE, 0x0a, 0x0d, 0x09])
+
+/**
+ * A lower bound of the size in bytes of `value`'s JSON text, however it was spelt: every string
+ * at least its length plus quotes (a UTF-16 unit is at least one UTF-8 byte; escapes and
+ * whitespace only add), every member its key, colon and comma. Cheaper than finding the text
+ * (batchItemSpans): a batch whose messages' bounds leave no room for one over the limit needs
+ * no scan. Nesting deeper than `depth` counts as an empty object.
+ */
+export function minimumJsonBytes (value: unknown, depth = 8): number {
+  switch (typeof value) {
+    case 'string': return value.length + 2
+    case 'number': return 1
+    case 'boolean': return value ? 4 : 5
+    case 'object': {
+      if (value === null) return 4
+      if (depth === 0) return 2
+      let bytes = 2
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) bytes += minimumJsonBytes(value[i], depth - 1) + 1
+        return value.length > 0 ? bytes - 1 : bytes
+      }
+      let members = 0
+      for (const key in value) {
+        // Keys that JSON.parse makes: all own, enumerable.
+        bytes += key.length + 4 + minimumJsonBytes((value as Record<string, unknown>)[key], depth - 1)
+        members++
+      }
+      return members > 0 ? bytes - 1 : bytes
+    }
+    default: return 0
+  }
+}

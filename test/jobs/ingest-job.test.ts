@@ -60,3 +60,15 @@ t.test('a missing body fails the job, naming its key', async (t) => {
   const [request] = stored({ batch: [] })
   t.throws(() => jobMessages({ requests: [request] }, [null]), /body of stored request 0 \(relay:ingest-body:\{job\}:0\) is missing/)
 })
+
+t.test('the duplicate check\'s answer decides which checked messages are processed', async (t) => {
+  const batch = (...ids: string[]) => ({ batch: ids.map((messageId) => ({ type: 'track', userId: 'u1', event: 'E', messageId })) })
+  // Two requests share the job's answer string: the first's ids are at 0–2, the second's at 3–4.
+  const first = stored(batch('a', 'b', 'c'), { checked: { at: 0, indexes: [0, 1, 2] } })
+  const second = stored(batch('d', 'x', 'e'), { skip: [1], checked: { at: 3, indexes: [0, 2] } })
+  const data = { requests: [first[0], second[0]], dedupAnswer: 'relay:ingest-body:{job}:dedup' }
+  const ids = (answer?: string | null) => jobMessages(data, [first[1], second[1]], answer).map(([, m]) => m.messageId)
+  t.same(ids('01001'), ['a', 'c', 'd'], "'1': seen before, not processed")
+  t.same(ids('00000'), ['a', 'b', 'c', 'd', 'e'])
+  t.same(ids(null), ['a', 'b', 'c', 'd', 'e'], 'no answer (the check did not run): nothing is taken for a duplicate')
+})

@@ -72,3 +72,34 @@ t.test('a Redis outage: 503 while it lasts, nothing accepted is lost', { skip: r
   const stats = await ctx.admin('GET', `/v1/sources/${id}/stats`)
   t.same(stats.json, { received: 7, accepted: 7, duplicate: 0, rejected: 0 }, 'the 503s were not counted as received')
 })
+
+t.test('a flush whose job cannot be added is answered 503 and leaves its ids unremembered: the retry is stored, not taken for a duplicate', async (t) => {
+  const ctx = await buildTestApp(t, { env: { ROLE: 'api' }, redis })
+  const { app } = ctx
+  const { stored } = ingestQueue(t, redis)
+  const { id, writeKey } = await ctx.createSource()
+  // BullMQ numbers jobs with INCR on this key: a value that is no number makes the add fail
+  // inside the flush's transaction, after the bodies and before the duplicate check.
+  const jobCounter = `{${redis.prefix}}:ingest:id`
+  await app.redis.set(jobCounter, 'not a number')
+  const message = { userId: 'u1', event: 'Order Completed', messageId: 'add-fails-1' }
+  const bodies = () => app.redis.keys(`${ctx.config.REDIS_PREFIX}:ingest-body:*`)
+  const bodiesBefore = await bodies()
+  const other = await ctx.createSource('its messages have no ids')
+  const [failed, failedOther] = await Promise.all([
+    send(app, '/v1/track', message, { writeKey }),
+    send(app, '/v1/track', { userId: 'u2', event: 'Signed Up' }, { writeKey: other.writeKey })
+  ])
+  t.equal(failed.statusCode, 503, 'not stored: 503, and the client retries')
+  t.equal(failedOther.statusCode, 503)
+  const none = { received: 0, accepted: 0, duplicate: 0, rejected: 0 }
+  t.same((await ctx.admin('GET', `/v1/sources/${id}/stats`)).json, none, 'nothing counted')
+  t.same((await ctx.admin('GET', `/v1/sources/${other.id}/stats`)).json, none)
+  t.same((await bodies()).sort(), bodiesBefore.sort(), 'no body left behind')
+
+  await app.redis.del(jobCounter)
+  const retried = await send(app, '/v1/track', message, { writeKey })
+  t.equal(retried.statusCode, 200)
+  t.same((await stored(id)).map((m) => m.messageId), ['add-fails-1'], 'the retry is stored')
+  t.same((await ctx.admin('GET', `/v1/sources/${id}/stats`)).json, { received: 1, accepted: 1, duplicate: 0, rejected: 0 })
+})

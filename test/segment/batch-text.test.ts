@@ -1,5 +1,5 @@
 import t from 'tap'
-import { batchItemSpans } from '../../src/segment/batch-text.js'
+import { batchItemSpans, minimumJsonBytes } from '../../src/segment/batch-text.js'
 
 /** The text of each item, as the scanner found it. */
 function items (text: string): string[] | undefined {
@@ -37,4 +37,22 @@ t.test('a body of another shape gives undefined: the caller measures otherwise',
   t.equal(batchItemSpans('{"messages":[{"a":1}]}'), undefined, 'no batch key')
   t.equal(batchItemSpans('{"\\u0062atch":[{"a":1}]}'), undefined, 'an escaped key')
   t.equal(batchItemSpans('[{"a":1}]'), undefined, 'not an object')
+})
+
+t.test('minimumJsonBytes never exceeds the bytes of the JSON text, however it is spelt', async (t) => {
+  const samples: unknown[] = [
+    'plain', '', 'Zoë 🎉 — ✓', 'quote " backslash \\ newline \n', 0, -12.5e300, true, false, null, [], {}, [1, [2, [3]]],
+    { type: 'track', userId: 'u1', event: 'Order Completed', properties: { revenue: 39.95, products: [{ id: 'p1' }, { id: 'p2' }] } },
+    { ключ: 'значение', '': { '': [] } }
+  ]
+  for (const sample of samples) {
+    for (const text of [JSON.stringify(sample), JSON.stringify(sample, null, 2)]) {
+      const bound = minimumJsonBytes(JSON.parse(text))
+      t.ok(bound <= Buffer.byteLength(text), `${text.slice(0, 40)}: ${bound} <= ${Buffer.byteLength(text)}`)
+    }
+  }
+  const message = { type: 'track', userId: 'user-1', event: 'Order Completed', properties: { order_id: 'o-1', revenue: 39.95 } }
+  const bytes = Buffer.byteLength(JSON.stringify(message))
+  t.ok(minimumJsonBytes(message) >= bytes * 0.9, 'and is close for plain messages: it spares the scan')
+  t.equal(minimumJsonBytes({ a: { b: { c: 'deep' } } }, 1), '{"a":{}}'.length, 'nesting below the depth counts as empty')
 })
