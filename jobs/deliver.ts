@@ -1,11 +1,11 @@
-import { createHmac, randomBytes } from 'node:crypto'
+import { createHmac, hash, randomBytes } from 'node:crypto'
 import { DelayedError, type Job, type Queue } from 'bullmq'
 import { Duration } from 'luxon'
 import { UnreadableTokenError, type DeadLetter, type DestinationStore, type StoredDestination } from '../plugins/destinations.js'
 import { classifyGraphResponse, networkFailure, type GraphError, type GraphOutcome } from '../src/facebook/graph-response.js'
 import { graphVersion, type FacebookSettings } from '../src/facebook/settings.js'
 import { checkEventTime, type InvalidReason } from '../src/facebook/transform.js'
-import { payloadJson, payloadObject, type DeliverJobData, type QueuedConversion } from './queues.js'
+import { payloadJson, payloadObject, type DeliverJobData, type FirstAttempt, type QueuedConversion } from './queues.js'
 
 export interface DeliverDependencies {
   destinations: DestinationStore
@@ -31,7 +31,7 @@ export type DeliverResult =
   | { filtered: number }
 
 /** POSTs one request: `data`, `upload_tag`, `access_token` in the body (never the URL). */
-async function postConversions (deps: DeliverDependencies, destination: StoredDestination, version: string, datasetId: string, token: string, conversions: QueuedConversion[]): Promise<GraphOutcome> {
+async function postConversions (deps: DeliverNowDependencies, destination: StoredDestination, version: string, datasetId: string, token: string, conversions: QueuedConversion[]): Promise<GraphOutcome> {
   const body: Record<string, unknown> = {
     upload_tag: destination.settings.uploadTag,
     access_token: token
@@ -55,6 +55,50 @@ async function postConversions (deps: DeliverDependencies, destination: StoredDe
     return networkFailure(err as Error)
   }
   return classifyGraphResponse(response.status, payload, response.headers)
+}
+
+/** What a first attempt needs: the deliver worker's dependencies but its queue and hold settings. */
+export type DeliverNowDependencies = Pick<DeliverDependencies, 'destinations' | 'graphUrl' | 'appSecret' | 'timeoutMs' | 'now' | 'log'>
+
+/** Which token a request carried, without keeping the token: a digest of it. */
+function tokenTag (token: string): string {
+  return hash('sha256', token, 'base64url').slice(0, 16)
+}
+
+/**
+ * The first attempt at a request, made where its conversions are routed (in the ingest job)
+ * instead of through the deliver queue: most requests succeed at once, and a queued job of a
+ * thousand conversions cost Redis and the worker more than the request itself. It is made only
+ * when nothing stands in the way (the destination, read afresh, enabled and authorised; not
+ * paused; a token). Answers 'delivered' (counted); or what the queued job should carry — Meta's
+ * answer, which the deliver worker then acts on as if it had made the request itself (so
+ * nothing about errors changes, and Meta is not asked twice); or `undefined` when no attempt was
+ * made. A rate limit pauses the destination at once and is not carried: the queued job waits out
+ * the pause and asks again.
+ */
+export async function deliverNow (deps: DeliverNowDependencies, destinationId: string, data: DeliverJobData): Promise<'delivered' | FirstAttempt | undefined> {
+  const now = deps.now ?? Date.now
+  const store = deps.destinations
+  const [destination, pausedUntil, token] = await Promise.all([
+    store.get(destinationId),
+    store.pausedUntil(destinationId),
+    store.accessToken(destinationId).catch(() => undefined)
+  ])
+  if (destination === undefined || !destination.enabled || destination.authStatus !== 'ok') return undefined
+  if ((pausedUntil !== undefined && pausedUntil > now()) || token === undefined) return undefined
+  const apiFormat = data.apiFormat ?? destination.settings.apiFormat
+  const outcome = await postConversions(deps, destination, graphVersion({ ...destination.settings, apiFormat }), data.datasetId, token, data.conversions)
+  if (outcome.kind === 'delivered') {
+    await store.count(new Map([[destinationId, { delivered: data.conversions.length }]]), { destinationId, lastSuccessAt: new Date(now()).toISOString() })
+    return 'delivered'
+  }
+  if (outcome.kind === 'rate_limited') {
+    const until = now() + outcome.retryAfterMs
+    deps.log.warn({ destinationId, error: outcome.error, pausedUntil: new Date(until).toISOString() }, 'rate limited by Meta: pausing this destination')
+    await store.pause(destinationId, until)
+    return undefined
+  }
+  return { outcome, token: tokenTag(token) }
 }
 
 function deadLetters (datasetId: string, apiFormat: FacebookSettings['apiFormat'], conversions: QueuedConversion[], error: GraphError): DeadLetter[] {
@@ -113,7 +157,7 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
     if (expired.size > 0) {
       await store.count(new Map([[destinationId, { invalid: Object.fromEntries(expired) }]]))
       if (conversions.length === 0) return { delivered: 0, expired: job.data.conversions.length }
-      await job.updateData({ ...job.data, conversions })
+      await job.updateData({ ...job.data, conversions, firstAttempt: undefined })
     }
 
     const pausedUntil = await store.pausedUntil(destinationId)
@@ -150,7 +194,17 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
       return postpone(job, lockToken, at + deps.holdRecheckMs)
     }
 
-    const outcome = await postConversions(deps, destination, graphVersion({ ...destination.settings, apiFormat }), datasetId, token, conversions)
+    // The answer to the first attempt, made when the conversions were routed, stands for this
+    // run's request if it was made with the same token (and nothing was dropped since) — once:
+    // a run after a hold or a retry asks Meta again.
+    const first = job.data.firstAttempt
+    let outcome: GraphOutcome
+    if (first !== undefined && expired.size === 0 && first.token === tokenTag(token)) {
+      outcome = first.outcome
+      await job.updateData({ ...job.data, firstAttempt: undefined })
+    } else {
+      outcome = await postConversions(deps, destination, graphVersion({ ...destination.settings, apiFormat }), datasetId, token, conversions)
+    }
     switch (outcome.kind) {
       case 'delivered':
         await store.count(new Map([[destinationId, { delivered: conversions.length }]]), { destinationId, lastSuccessAt: new Date(now()).toISOString() })

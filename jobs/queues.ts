@@ -1,4 +1,5 @@
 import type { JobsOptions } from 'bullmq'
+import type { GraphOutcome } from '../src/facebook/graph-response.js'
 import type { FacebookSettings } from '../src/facebook/settings.js'
 import { DateTime } from 'luxon'
 import { isPlainObject, parseTime, prepareMessage, type RequestEnvelope } from '../src/segment/message.js'
@@ -132,4 +133,12 @@ export interface DeliverJobData {
    */
   apiFormat?: FacebookSettings['apiFormat']
   conversions: QueuedConversion[]
+  /** Meta's answer to the request's first attempt, made when it was routed (jobs/deliver.ts deliverNow). */
+  firstAttempt?: FirstAttempt
+}
+
+export interface FirstAttempt {
+  outcome: GraphOutcome
+  /** A digest of the token the request carried (the token itself is never in a job). */
+  token: string
 }

@@ -1,12 +1,12 @@
 import type { Queue } from 'bullmq'
-import type { DestinationStore, StatsDelta } from '../plugins/destinations.js'
+import type { DestinationStore, StatsDelta, StoredDestination } from '../plugins/destinations.js'
 import { DESTINATION_NAME, DESTINATION_TYPE } from '../src/facebook/settings.js'
 import { audienceEntryConversion, transformTrack, type InvalidReason, type TransformOptions, type TransformResult } from '../src/facebook/transform.js'
 import { audienceChange } from '../src/segment/engage.js'
 import { isDestinationEnabled } from '../src/segment/integrations.js'
 import type { SegmentMessage } from '../src/segment/types.js'
 import type { IngestStage } from './ingest.js'
-import type { DeliverJobData, QueuedConversion } from './queues.js'
+import type { DeliverJobData, FirstAttempt, QueuedConversion } from './queues.js'
 
 /** Meta's limits on events per request: Conversions API 1,000; the legacy API 2,000. */
 export const MAX_EVENTS = { 'conversions-api': 1000, 'offline-conversions': 2000 } as const
@@ -20,6 +20,13 @@ export interface RouteDependencies {
    * audience properties — read for all of a job's messages at once.
    */
   enrich?: (sourceId: string, messages: SegmentMessage[]) => Promise<Map<SegmentMessage, Enrichment>>
+  /**
+   * Makes a request's first attempt at once (jobs/deliver.ts deliverNow); unless it was
+   * delivered, and without it, the request is queued for the deliver worker.
+   */
+  deliverNow?: (destinationId: string, data: DeliverJobData) => Promise<'delivered' | FirstAttempt | undefined>
+  /** After a first attempt fails, the destination's requests are queued without one for this long. */
+  directPauseMs?: number
 }
 
 export type Enrichment = Pick<TransformOptions, 'profileKeys' | 'audienceProperties'>
@@ -38,11 +45,14 @@ function addressedTo (message: SegmentMessage, destinationId: string): boolean {
  */
 export function createRouteStage (deps: RouteDependencies): IngestStage {
   const now = deps.now ?? Date.now
+  // Destinations whose last first attempt failed, and until when they go straight to the queue:
+  // while Meta is slow or failing, ingest jobs do not wait on it.
+  const queueOnlyUntil = new Map<string, number>()
   return async function route (sourceId, messages) {
     const destinations = (await deps.destinations.forSource(sourceId)).filter((d) => d.enabled && d.type === DESTINATION_TYPE)
     if (destinations.length === 0) return
     const deltas = new Map<string, StatsDelta>()
-    const jobs: Array<{ name: string, data: DeliverJobData }> = []
+    const jobs: Array<{ destination: StoredDestination, name: string, data: DeliverJobData }> = []
     const at = now()
     const needsProfile = messages.filter((m) => m.type === 'track' || audienceChange(m)?.member === true)
     const enrichment = deps.enrich === undefined || needsProfile.length === 0 ? new Map<SegmentMessage, Enrichment>() : await deps.enrich(sourceId, needsProfile)
@@ -97,13 +107,32 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
       const max = MAX_EVENTS[apiFormat]
       for (const [datasetId, conversions] of byDataset) {
         for (let i = 0; i < conversions.length; i += max) {
-          jobs.push({ name: 'conversions', data: { destinationId: destination.id, datasetId, apiFormat, conversions: conversions.slice(i, i + max) } })
+          jobs.push({ destination, name: 'conversions', data: { destinationId: destination.id, datasetId, apiFormat, conversions: conversions.slice(i, i + max) } })
         }
       }
     }
-    // Queue first, count second: a crash in between re-runs the ingest job, which may send a
-    // conversion twice (Meta de-duplicates by event_id) but never loses one.
-    if (jobs.length > 0) await deps.deliverQueue.addBulk(jobs)
+    // Deliver or queue first, count second: a crash in between re-runs the ingest job, which may
+    // send a conversion twice (Meta de-duplicates by event_id) but never loses one.
+    const attempts = await Promise.all(jobs.map((job) => firstAttempt(job.destination.id, job.data)))
+    const toQueue = jobs.flatMap(({ name, data }, j) => {
+      const attempt = attempts[j]
+      if (attempt === 'delivered') return []
+      return [{ name, data: attempt === undefined ? data : { ...data, firstAttempt: attempt } }]
+    })
+    if (toQueue.length > 0) await deps.deliverQueue.addBulk(toQueue)
     await deps.destinations.count(deltas)
+  }
+
+  async function firstAttempt (destinationId: string, data: DeliverJobData): Promise<'delivered' | FirstAttempt | undefined> {
+    if (deps.deliverNow === undefined || (queueOnlyUntil.get(destinationId) ?? 0) > now()) return undefined
+    let attempt: 'delivered' | FirstAttempt | undefined
+    try {
+      attempt = await deps.deliverNow(destinationId, data)
+    } catch {
+      // Redis trouble reading the destination, its pause or its token: the queue decides.
+    }
+    if (attempt === 'delivered') queueOnlyUntil.delete(destinationId)
+    else queueOnlyUntil.set(destinationId, now() + (deps.directPauseMs ?? 30_000))
+    return attempt
   }
 }

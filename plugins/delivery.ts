@@ -1,9 +1,12 @@
 import { Queue, Worker } from 'bullmq'
 import fp from 'fastify-plugin'
-import { createDeliverProcessor } from '../jobs/deliver.js'
+import { createDeliverProcessor, deliverNow } from '../jobs/deliver.js'
 import { DELIVER_QUEUE, type DeliverJobData } from '../jobs/queues.js'
 import { createRouteStage, type Enrichment } from '../jobs/route.js'
 import type { SegmentMessage } from '../src/segment/types.js'
+
+/** The longest a first attempt, made in the ingest job, waits for Meta. */
+const FIRST_ATTEMPT_TIMEOUT_MS = 5000
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -65,7 +68,17 @@ export default fp(async (app) => {
           enrichment.set(message, { profileKeys, audienceProperties: profile.audiences })
         })
         return enrichment
-      }
+      },
+      // The first attempt is made in the ingest job; a short timeout keeps a slow Meta from
+      // holding ingestion up (the queued attempt then has the full one).
+      deliverNow: (destinationId, data) => deliverNow({
+        destinations: app.destinations,
+        graphUrl: config.FACEBOOK_GRAPH_URL,
+        appSecret: config.FACEBOOK_APP_SECRET,
+        timeoutMs: Math.min(config.GRAPH_TIMEOUT_MS, FIRST_ATTEMPT_TIMEOUT_MS),
+        now: app.now,
+        log: app.log
+      }, destinationId, data)
     }))
     worker = new Worker<DeliverJobData>(DELIVER_QUEUE, createDeliverProcessor({
       destinations: app.destinations,

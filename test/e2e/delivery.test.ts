@@ -50,6 +50,10 @@ t.test('the seed example, end to end through analytics-node', async (t) => {
   const bodies = () => ctx.app.redis.keys(`${ctx.config.REDIS_PREFIX}:ingest-body:*`)
   t.ok(await waitFor(async () => (await bodies()).length === 0, 10_000, 'the stored bodies removed'), 'no stored body is left')
   t.ok(stats.lastSuccessAt, 'lastSuccessAt set')
+  // Every request succeeded at its first attempt, made in the ingest job: none was queued.
+  const jobCounter = (queue: string) => ctx.app.redis.get(`{${ctx.config.REDIS_PREFIX}}:${queue}:id`)
+  t.not(await jobCounter('ingest'), null, 'ingest jobs were numbered')
+  t.equal(await jobCounter('deliver'), null, 'no deliver job was queued')
 
   for (const batch of graph.received) {
     t.equal(batch.version, 'v21.0', 'the Conversions API at the default version')
