@@ -45,7 +45,10 @@ export interface LocalRedis {
 /**
  * Starts a redis-server as this service wants it: AOF on with fsync every second (at most ~1 s of
  * acknowledged messages lost if Redis itself crashes), `noeviction` (BullMQ must never lose keys
- * to eviction), data under `dir`.
+ * to eviction), data under `dir`. The AOF is compacted (rewritten) once it passes 1 GB, not
+ * Redis's default 64 MB: every request body is written once and deleted once processed, so under
+ * load the file grows by tens of MB a second while the data stays small, and at 64 MB Redis
+ * forked a rewrite every second or two — with a backlog, rewriting all of it each time.
  */
 export async function startRedisServer (options: { binary: string, dir: string, port?: number, appendonly?: boolean }): Promise<LocalRedis> {
   const dir = resolve(options.dir)
@@ -57,6 +60,7 @@ export async function startRedisServer (options: { binary: string, dir: string, 
     '--dir', dir,
     '--appendonly', options.appendonly === false ? 'no' : 'yes',
     '--appendfsync', 'everysec',
+    '--auto-aof-rewrite-min-size', '1gb',
     '--save', '',
     '--maxmemory-policy', 'noeviction',
     '--daemonize', 'no'
