@@ -54,6 +54,25 @@ t.test('transient errors are retried and each conversion is delivered once', asy
   }
 })
 
+t.test('after a first attempt fails, the destination\'s requests go to the queue without one: a failing Meta does not hold ingestion up', async (t) => {
+  const { ctx, graph } = await startDelivery(t, { redis })
+  const source = await ctx.createSource()
+  const destination = await createDestination(ctx, source.id, SETTINGS)
+  const deliverJobs = async () => Number(await ctx.app.redis.get(`{${ctx.config.REDIS_PREFIX}}:deliver:id`) ?? 0)
+  graph.failNext({ kind: 'http', status: 503 }, 1)
+  await sendBatch(ctx, source.writeKey, orders(3))
+  await settledStats(ctx, destination.id, 3)
+  t.equal(graph.requests, 2, 'the first attempt failed; the queued job\'s retry delivered')
+  t.equal(await deliverJobs(), 1, 'one deliver job: the request the first attempt did not deliver')
+
+  await sendBatch(ctx, source.writeKey, orders(2))
+  const stats = await settledStats(ctx, destination.id, 5)
+  assertAccounted(t, stats, 5)
+  t.equal(stats.delivered, 5)
+  t.equal(graph.requests, 3, 'the next request was made once, by the deliver worker')
+  t.equal(await deliverJobs(), 2, 'queued without a first attempt')
+})
+
 t.test('transient errors until the attempts run out: dead letters, then replayed from the admin API', async (t) => {
   const { ctx, graph } = await startDelivery(t, { redis })
   const source = await ctx.createSource()
