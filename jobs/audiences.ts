@@ -346,10 +346,10 @@ export class AudienceEngine {
     let sent = run === state.initialRun ? state.initialSent : 0
     do {
       const [next, flat] = await redis.zscan(keys.audienceMembers(audience.id), cursor, 'COUNT', EMIT_CHUNK)
-      const members: string[] = []
-      for (let i = 0; i < flat.length; i += 2) members.push(flat[i])
+      const members: Array<{ profileId: string, member: true, version: string, since: string }> = []
+      for (let i = 0; i < flat.length; i += 2) members.push({ profileId: flat[i], member: true, version: `init-${run}`, since: flat[i + 1] })
       if (members.length > 0) {
-        await this.emit(audience, members.map((id) => ({ profileId: id, member: true, version: `init-${run}` })), `${audience.id}-${run}-${cursor}`)
+        await this.emit(audience, members, `${audience.id}-${run}-${cursor}`)
         sent += members.length
       }
       cursor = next
@@ -398,7 +398,10 @@ export class AudienceEngine {
         const read = redis.pipeline()
         for (const [profileId] of changed) read.zscore(keys.audienceMembers(audience.id), profileId)
         const current = (await read.exec())!
-        const updates = changed.map(([profileId, version], i) => ({ profileId, member: current[i][1] !== null, version }))
+        const updates = changed.map(([profileId, version], i) => {
+          const since = current[i][1] as string | null
+          return { profileId, member: since !== null, version, since: since ?? undefined }
+        })
         await redis.sadd(pendingKey, ...updates.map((u) => u.profileId))
         for (let i = 0; i < updates.length; i += EMIT_CHUNK) {
           await this.emit(audience, updates.slice(i, i + EMIT_CHUNK), `${audience.id}-${updates[i].version}`)
@@ -413,16 +416,20 @@ export class AudienceEngine {
   }
 
   /** Emits identify messages into the ingest queue, routed like any identify. */
-  private async emit (audience: StoredAudience, updates: Array<{ profileId: string, member: boolean, version: string }>, jobId: string, destinationIds = audience.destinations): Promise<void> {
+  private async emit (audience: StoredAudience, updates: Array<{ profileId: string, member: boolean, version: string, since?: string }>, jobId: string, destinationIds = audience.destinations): Promise<void> {
     const now = new Date(this.now()).toISOString()
-    const messages: Array<[string, SegmentMessage]> = updates.map(({ profileId, member, version }) => {
+    const messages: Array<[string, SegmentMessage]> = updates.map(({ profileId, member, version, since }) => {
       const anonymous = profileId.startsWith('anon:')
+      // Deterministic: a resumed sync re-sends a change under the same id (Meta de-duplicates).
+      // The state is part of it: a retry that corrects what a failed attempt sent for the same
+      // change must not look like a duplicate of it. An entry names the membership it starts (the
+      // member's since): a user who joins while the initial sync scans is sent by the scan and
+      // again by the change log, and both sends must be one entry (audienceEntryEvents: one
+      // event_id, which Meta de-duplicates), not two.
+      const occasion = member && since !== undefined ? `since-${since}` : version
       const message: SegmentMessage = {
         type: 'identify',
-        // Deterministic: a resumed sync re-sends a change under the same id (Meta de-duplicates).
-        // The state is part of it: a retry that corrects what a failed attempt sent for the same
-        // change must not look like a duplicate of it.
-        messageId: `personas_${createHash('sha256').update(`${audience.id}|${profileId}|${version}|${member ? 1 : 0}`).digest('base64url').slice(0, 27)}`,
+        messageId: `personas_${createHash('sha256').update(`${audience.id}|${profileId}|${occasion}|${member ? 1 : 0}`).digest('base64url').slice(0, 27)}`,
         ...(anonymous ? { anonymousId: profileId.slice(5) } : { userId: profileId }),
         traits: { [audience.key]: member },
         context: {

@@ -12,7 +12,7 @@ t.test('profiles and audiences reach Meta through conversions', async (t) => {
   const source = await ctx.createSource()
   const destination = await createDestination(ctx, source.id, {
     conversionEvents: { 'Order Completed': '111' },
-    audienceEntryEvents: { pro_plan: '222' }
+    audienceEntryEvents: { pro_plan: '222', vip: '333' }
   })
 
   t.test('a later track gets the match keys its message lacks from the identify', async (t) => {
@@ -37,8 +37,8 @@ t.test('profiles and audiences reach Meta through conversions', async (t) => {
   t.test('audience entry sends one conversion; members carry the property on later conversions', async (t) => {
     const audience = await createAudience(ctx, source.id, { name: 'Pro plan', condition: { type: 'trait', trait: 'plan', op: 'equals', value: 'pro' } })
     t.equal(audience.key, 'pro_plan')
-    // The user joins after the audience's initial sync. (Joining while the first build runs
-    // can send the entry twice, from the initial sync and from the change log: a known race.)
+    // The user joins after the audience's initial sync. (Joining while it scans can send the
+    // entry twice, from the scan and from the change log, under one event_id: the last test.)
     await waitForIdle(ctx, audience.id)
     await ingest(ctx, source.writeKey, [{ type: 'identify', userId: 'u1', traits: { plan: 'pro' } }])
     await waitForAudience(ctx, audience.id, (a) => a.size === 1 && a.lastSync !== null, 'u1 is a member')
@@ -58,5 +58,22 @@ t.test('profiles and audiences reach Meta through conversions', async (t) => {
     const stats = await settledStats(ctx, destination.id, 6)
     t.equal(stats.delivered, 4, 'three orders and one entry delivered')
     t.equal(stats.received, stats.filtered + stats.invalid.total + stats.delivered + stats.deadLettered + stats.retrying, 'the counts add up')
+  })
+
+  t.test('a member sent by the initial sync and again by the change log is one entry: the same event_id', async (t) => {
+    // u1 qualifies before the audience exists: the build makes it a member, the initial sync sends it.
+    const audience = await createAudience(ctx, source.id, { name: 'VIP', condition: { type: 'trait', trait: 'plan', op: 'equals', value: 'pro' } })
+    t.equal(audience.key, 'vip')
+    await waitForAudience(ctx, audience.id, (a) => a.size === 1 && a.lastSync !== null, 'u1 is a member, synced')
+    const first = await waitFor(() => graph.events('333')[0], 20_000, 'the entry conversion of the initial sync')
+    // The race: u1 joining while the initial sync scans is in the scan and in the change log
+    // (recorded as the real-time path does); the next sync sends it again.
+    await ctx.app.redis.xadd(ctx.app.keys.audienceChanges(audience.id), '*', 'u', 'u1', 'm', '1')
+    await ctx.app.audienceSyncQueue.add('sync', { audienceId: audience.id })
+    const entries = await waitFor(() => {
+      const found = graph.events('333')
+      return found.length === 2 ? found : undefined
+    }, 20_000, 'the entry sent again')
+    t.equal(entries[1].event_id, first.event_id, 'one event_id: Meta counts one entry')
   })
 })
