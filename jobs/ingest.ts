@@ -29,13 +29,31 @@ export function createIngestProcessor (stages: IngestStage[], redis: Redis) {
 }
 
 /**
- * An ingest job's messages, its stored bodies and duplicate-check answer read (they share one
- * hash slot). `bodyKeys` are the keys to remove once the job is processed.
+ * An ingest job's messages, its stored bodies and duplicate-check answer read in one round trip
+ * (they share one hash slot). `bodyKeys` are the keys to remove once the job is processed.
  */
 export async function readJobMessages (redis: Redis, data: IngestJobData): Promise<{ messages: Array<[string, SegmentMessage]>, bodyKeys: string[] }> {
-  const bodyKeys = (data.requests ?? []).map((request) => request.bodyKey)
-  if (data.dedupAnswer !== undefined) bodyKeys.push(data.dedupAnswer)
-  const values = bodyKeys.length === 0 ? [] : await redis.mget(...bodyKeys)
-  const dedupAnswer = data.dedupAnswer !== undefined ? values.pop() : undefined
-  return { messages: jobMessages(data, values, dedupAnswer), bodyKeys }
+  const requests = data.requests ?? []
+  if (requests.length === 0) return { messages: jobMessages(data), bodyKeys: [] }
+  const read = redis.pipeline()
+  const bodyKeys: string[] = []
+  if (data.bodies !== undefined) {
+    read.hmget(data.bodies, ...requests.map((request) => String(request.body)))
+    bodyKeys.push(data.bodies)
+  } else {
+    // A job stored by an earlier build: a key per body.
+    const keys = requests.map((request) => request.bodyKey!)
+    read.mget(...keys)
+    bodyKeys.push(...keys)
+  }
+  if (data.dedupAnswer !== undefined) {
+    read.get(data.dedupAnswer)
+    bodyKeys.push(data.dedupAnswer)
+  }
+  const answers = (await read.exec())!
+  const failed = answers.find(([err]) => err !== null)
+  if (failed !== undefined) throw failed[0]
+  const bodies = answers[0][1] as Array<string | null>
+  const dedupAnswer = data.dedupAnswer !== undefined ? answers[1][1] as string | null : undefined
+  return { messages: jobMessages(data, bodies, dedupAnswer), bodyKeys }
 }

@@ -23,8 +23,10 @@ export interface StoredRequest {
   pathType?: MessageType
   /** Messages sent without an id get `<idPrefix>-<index>`. */
   idPrefix: string
-  /** Where the body is (RedisKeys.ingestBody): removed once the job is processed. */
-  bodyKey: string
+  /** Its body's field in the job's `bodies` hash. */
+  body?: number
+  /** Where its body is, in jobs stored by earlier builds (a string key of its own). */
+  bodyKey?: string
   /** Indexes in `batch` not to process: rejected, or repeats of an id earlier in the same flush. */
   skip?: number[]
   /**
@@ -47,6 +49,11 @@ export const INGEST_BODY_TTL_MS = 30 * 24 * 3600 * 1000
 export interface IngestJobData {
   requests?: StoredRequest[]
   /**
+   * The requests' bodies as received: one hash for the job (RedisKeys.ingestBodies), written
+   * with one command however many requests share the flush; removed once the job is processed.
+   */
+  bodies?: string
+  /**
    * Where the duplicate check wrote its answer: in the same transaction as the job, so the API
    * stores a flush in one round trip without knowing the answer first (RedisKeys.ingestDedupAnswer).
    */
@@ -63,7 +70,7 @@ export function jobMessages (data: IngestJobData, bodies: Array<string | null> =
   const out: Array<[string, SegmentMessage]> = data.messages ?? []
   for (const [r, request] of (data.requests ?? []).entries()) {
     const text = bodies[r]
-    if (text === null || text === undefined) throw new Error(`the body of stored request ${r} (${request.bodyKey}) is missing`)
+    if (text === null || text === undefined) throw new Error(`the body of stored request ${r} (${request.bodyKey ?? `${data.bodies} field ${request.body}`}) is missing`)
     const body = JSON.parse(text) as Record<string, unknown>
     const envelope: RequestEnvelope = { receivedAt: DateTime.fromMillis(request.receivedAt, { zone: 'utc' }), pathType: request.pathType, idPrefix: request.idPrefix }
     let items: unknown[] = [body]

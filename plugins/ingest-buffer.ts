@@ -21,7 +21,7 @@ export interface SubmitResult { accepted: number, duplicate: number }
 /** One request's part in a flush. */
 export interface Submission {
   /** The request as it will be stored, but for its body's key (given when it is stored). */
-  request: Omit<StoredRequest, 'bodyKey'>
+  request: Omit<StoredRequest, 'body' | 'bodyKey'>
   /** The body as received (after decompression). */
   body: string
   /** How many of its messages are valid (the others are in `request.skip`). */
@@ -227,9 +227,8 @@ export class IngestBuffer {
    * Undoes what a flush's duplicate checks did when its job could not be added: the new ids are
    * forgotten (the client's retry is no duplicate) and the counts taken back. Best effort.
    */
-  private async forget (bySource: Map<string, FlushSource>, answers: Array<[Error | null, unknown]>, bodyKeys: string[]): Promise<void> {
-    const pipeline = this.redis.pipeline()
-    if (bodyKeys.length > 0) pipeline.del(...bodyKeys)
+  private async forget (bySource: Map<string, FlushSource>, answers: Array<[Error | null, unknown]>, keys: string[]): Promise<void> {
+    const pipeline = this.redis.pipeline().del(...keys)
     for (const [sourceId, source] of bySource) {
       const stats = this.keys.sourceStats(sourceId)
       if (source.command < 0) {
@@ -289,30 +288,35 @@ export class IngestBuffer {
 
     const tag = randomUUID()
     const requests: StoredRequest[] = []
-    const bodies: Array<[string, string]> = []
+    // One HSET for the flush (a command per body cost the client more than the rest of a flush
+    // of single messages). As an object: BullMQ's transaction wrapper takes HSET's fields so.
+    const bodies: Record<string, string> = {}
     group.forEach((p, g) => {
       if (p.valid === 0) return
-      const bodyKey = this.keys.ingestBody(tag, g)
-      bodies.push([bodyKey, p.body])
+      bodies[g] = p.body
       const repeated = repeats.get(p)
       const skip = repeated === undefined ? p.request.skip : [...(p.request.skip ?? []), ...repeated].sort((a, b) => a - b)
       const { sourceId, receivedAt, pathType, idPrefix } = p.request
       const c = checked[g]
-      requests.push({ sourceId, receivedAt, pathType, idPrefix, bodyKey, skip, checked: c === undefined ? undefined : { at: c.source.at + c.start, indexes: c.indexes } })
+      requests.push({ sourceId, receivedAt, pathType, idPrefix, body: g, skip, checked: c === undefined ? undefined : { at: c.source.at + c.start, indexes: c.indexes } })
     })
+    const bodiesKey = this.keys.ingestBodies(tag)
     const answerKey = this.keys.ingestDedupAnswer(tag)
 
     const multi = this.client.multi() as unknown as ChainableCommander
-    for (const [key, body] of bodies) multi.set(key, body, 'PX', INGEST_BODY_TTL_MS)
     if (requests.length > 0) {
-      const data: IngestJobData = { requests }
+      multi.hset(bodiesKey, bodies)
+      multi.pexpire(bodiesKey, INGEST_BODY_TTL_MS)
+      const data: IngestJobData = { requests, bodies: bodiesKey }
       if (answerLength > 0) data.dedupAnswer = answerKey
       await new Job(this.queue, 'requests', data, INGEST_JOB_OPTIONS).addJob(multi as never)
     }
     // After the job: should adding it fail, the ids are not remembered either (a retry must not
     // be taken for a duplicate). The counts of a flush are written with it.
     const now = Date.now()
-    let queued = bodies.length + (requests.length > 0 ? 1 : 0)
+    // The bodies (HSET, PEXPIRE) and the job come first.
+    const jobCommand = 2
+    let queued = requests.length > 0 ? 3 : 0
     for (const [sourceId, source] of bySource) {
       const stats = this.keys.sourceStats(sourceId)
       if (source.fingerprints.length > 0) {
@@ -336,7 +340,7 @@ export class IngestBuffer {
     if (failed !== undefined) {
       // A transaction runs every command, even after one fails: should the job have failed, the
       // flush is undone (the client is answered 503 and retries).
-      if (requests.length > 0 && answers[bodies.length][0] !== null) await this.forget(bySource, answers, [...bodies.map(([key]) => key), answerKey]).catch(() => {})
+      if (requests.length > 0 && answers[jobCommand][0] !== null) await this.forget(bySource, answers, [bodiesKey, answerKey]).catch(() => {})
       throw failed[0]
     }
     for (const source of bySource.values()) {

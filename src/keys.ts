@@ -29,8 +29,9 @@ export function redisKeys (prefix: string) {
     audienceMembers: (audienceId: string) => `${prefix}:audience-members:{${audienceId}}`,
     audienceLapses: (audienceId: string) => `${prefix}:audience-lapses:{${audienceId}}`,
     audienceChanges: (audienceId: string) => `${prefix}:audience-changes:{${audienceId}}`,
-    // The bodies of one ingest job share its tag: read and deleted together.
-    ingestBody: (jobTag: string, index: number) => `${prefix}:ingest-body:{${jobTag}}:${index}`,
+    // The bodies of one ingest job, a hash (field: the request's place in the job), and the
+    // answer of its duplicate check share the job's tag: read and deleted together.
+    ingestBodies: (jobTag: string) => `${prefix}:ingest-body:{${jobTag}}`,
     // The duplicate check's answer for the job's client-given ids ('0' new, '1' seen).
     ingestDedupAnswer: (jobTag: string) => `${prefix}:ingest-body:{${jobTag}}:dedup`,
     dedup: (sourceId: string) => ({
