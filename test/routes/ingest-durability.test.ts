@@ -103,3 +103,12 @@ t.test('a flush whose job cannot be added is answered 503 and leaves its ids unr
   t.same((await stored(id)).map((m) => m.messageId), ['add-fails-1'], 'the retry is stored')
   t.same((await ctx.admin('GET', `/v1/sources/${id}/stats`)).json, { received: 1, accepted: 1, duplicate: 0, rejected: 0 })
 })
+
+t.test('jobs stored by an earlier build, with a key per body, are still read', async (t) => {
+  const ctx = await buildTestApp(t, { env: { ROLE: 'api' }, redis })
+  const { queue, stored } = ingestQueue(t, redis)
+  const bodyKey = `${ctx.config.REDIS_PREFIX}:ingest-body:{older-build}:0`
+  await ctx.app.redis.set(bodyKey, JSON.stringify({ userId: 'u1', event: 'Signed Up', messageId: 'old-1' }))
+  await queue.add('requests', { requests: [{ sourceId: 'src-old', receivedAt: Date.now(), pathType: 'track', idPrefix: 'relay-old', bodyKey }] })
+  t.same((await stored('src-old')).map((m) => [m.messageId, m.event]), [['old-1', 'Signed Up']])
+})
