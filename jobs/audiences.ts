@@ -83,6 +83,20 @@ if redis.call('HGET', KEYS[1], '_p') ~= today then
 end
 return 1`
 
+// Adds a job's history counts (KEYS: profile hashes; ARGV, per key: how many fields, then each
+// field and its count), in one command instead of one HINCRBY per message.
+const HISTORY_ADD = `
+local a = 1
+for k = 1, #KEYS do
+  local n = tonumber(ARGV[a])
+  for f = 1, n do
+    redis.call('HINCRBY', KEYS[k], ARGV[a + 2 * f - 1], ARGV[a + 2 * f])
+  end
+  a = a + 2 * n + 1
+end
+return 1`
+const HISTORY_CHUNK = 500
+
 // The per-audience lock: renewed and released only by its holder.
 const LOCK_RENEW = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -94,6 +108,7 @@ return 0`
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     historyPrune(profileKey: string, today: number, oldestDay: number): Result<number, Context>
+    historyAdd(numKeys: number, ...keysAndArgs: Array<string | number>): Result<number, Context>
     audienceLockRenew(lockKey: string, value: string, ms: number): Result<number, Context>
     audienceLockRelease(lockKey: string, value: string): Result<number, Context>
   }
@@ -116,6 +131,7 @@ export class AudienceEngine {
   constructor (private readonly deps: AudienceEngineDependencies) {
     this.now = deps.now ?? Date.now
     deps.redis.defineCommand('historyPrune', { numberOfKeys: 1, lua: HISTORY_PRUNE })
+    deps.redis.defineCommand('historyAdd', { lua: HISTORY_ADD })
     deps.redis.defineCommand('audienceLockRenew', { numberOfKeys: 1, lua: LOCK_RENEW })
     deps.redis.defineCommand('audienceLockRelease', { numberOfKeys: 1, lua: LOCK_RELEASE })
   }
@@ -148,6 +164,8 @@ export class AudienceEngine {
     const ownAudienceIds = new Set(audiences.map((a) => a.id))
     const writes = redis.pipeline()
     const affected: Affected = new Map()
+    /** Profile key → history field → how many of this job's messages count there. */
+    const history = new Map<string, Map<string, number>>()
     // Whether to keep the legacy format's birthday parts: asked once per job, when needed.
     let legacyBirthday: boolean | undefined
     const touch = (profileId: string, audience: CompiledAudience) => {
@@ -195,13 +213,29 @@ export class AudienceEngine {
           }
         }
         const profileKey = keys.profile(sourceId, profileId)
-        for (const field of fields) writes.hincrby(profileKey, field, 1)
+        if (fields.length > 0) {
+          let counts = history.get(profileKey)
+          if (counts === undefined) history.set(profileKey, (counts = new Map()))
+          for (const field of fields) counts.set(field, (counts.get(field) ?? 0) + 1)
+        }
         if (fields.length > 0 && this.prunedToday.get(profileKey) !== today) {
           writes.historyPrune(profileKey, today, oldestDay)
           if (this.prunedToday.size >= 100_000) this.prunedToday.clear()
           this.prunedToday.set(profileKey, today)
         }
       }
+    }
+    // The job's counts in one command per chunk of users, not one HINCRBY each.
+    const profileKeys = [...history.keys()]
+    for (let i = 0; i < profileKeys.length; i += HISTORY_CHUNK) {
+      const chunk = profileKeys.slice(i, i + HISTORY_CHUNK)
+      const args: Array<string | number> = []
+      for (const key of chunk) {
+        const counts = history.get(key)!
+        args.push(counts.size)
+        for (const [field, n] of counts) args.push(field, n)
+      }
+      writes.historyAdd(chunk.length, ...chunk, ...args)
     }
     if (writes.length > 0) await writes.exec()
     if (affected.size > 0) await this.reevaluate(sourceId, affected, 'realtime')
