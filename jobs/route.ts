@@ -1,5 +1,5 @@
 import type { Queue } from 'bullmq'
-import type { DestinationStore, StatsDelta, StoredDestination } from '../plugins/destinations.js'
+import type { DestinationStore, StatsDelta } from '../plugins/destinations.js'
 import { DESTINATION_NAME, DESTINATION_TYPE } from '../src/facebook/settings.js'
 import { audienceEntryConversion, transformTrack, type InvalidReason, type TransformOptions, type TransformResult } from '../src/facebook/transform.js'
 import { audienceChange } from '../src/segment/engage.js'
@@ -52,7 +52,7 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
     const destinations = (await deps.destinations.forSource(sourceId)).filter((d) => d.enabled && d.type === DESTINATION_TYPE)
     if (destinations.length === 0) return
     const deltas = new Map<string, StatsDelta>()
-    const jobs: Array<{ destination: StoredDestination, name: string, data: DeliverJobData }> = []
+    const jobs: Array<{ name: string, data: DeliverJobData }> = []
     const at = now()
     const needsProfile = messages.filter((m) => m.type === 'track' || audienceChange(m)?.member === true)
     const enrichment = deps.enrich === undefined || needsProfile.length === 0 ? new Map<SegmentMessage, Enrichment>() : await deps.enrich(sourceId, needsProfile)
@@ -107,13 +107,13 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
       const max = MAX_EVENTS[apiFormat]
       for (const [datasetId, conversions] of byDataset) {
         for (let i = 0; i < conversions.length; i += max) {
-          jobs.push({ destination, name: 'conversions', data: { destinationId: destination.id, datasetId, apiFormat, conversions: conversions.slice(i, i + max) } })
+          jobs.push({ name: 'conversions', data: { destinationId: destination.id, datasetId, apiFormat, conversions: conversions.slice(i, i + max) } })
         }
       }
     }
     // Deliver or queue first, count second: a crash in between re-runs the ingest job, which may
     // send a conversion twice (Meta de-duplicates by event_id) but never loses one.
-    const attempts = await Promise.all(jobs.map((job) => firstAttempt(job.destination.id, job.data)))
+    const attempts = await Promise.all(jobs.map((job) => firstAttempt(job.data.destinationId, job.data)))
     const toQueue = jobs.flatMap(({ name, data }, j) => {
       const attempt = attempts[j]
       if (attempt === 'delivered') return []

@@ -20,7 +20,7 @@ export interface SubmitResult { accepted: number, duplicate: number }
 
 /** One request's part in a flush. */
 export interface Submission {
-  /** The request as it will be stored, but for its body's key (given when it is stored). */
+  /** The request as it will be stored, but for its body's place (given when it is stored). */
   request: Omit<StoredRequest, 'body' | 'bodyKey'>
   /** The body as received (after decompression). */
   body: string
