@@ -60,6 +60,20 @@ async function postConversions (deps: DeliverNowDependencies, destination: Store
 /** What a first attempt needs: the deliver worker's dependencies but its queue and hold settings. */
 export type DeliverNowDependencies = Pick<DeliverDependencies, 'destinations' | 'graphUrl' | 'appSecret' | 'timeoutMs' | 'now' | 'log'>
 
+/** Counts a delivered request, as the first attempt and the deliver worker both do. */
+async function countDelivered (deps: DeliverNowDependencies, destinationId: string, delivered: number): Promise<void> {
+  const at = new Date((deps.now ?? Date.now)()).toISOString()
+  await deps.destinations.count(new Map([[destinationId, { delivered }]]), { destinationId, lastSuccessAt: at })
+}
+
+/** Pauses a rate-limited destination (only it) until Meta lets it send again; answers until when. */
+async function pauseForRateLimit (deps: DeliverNowDependencies, destinationId: string, outcome: Extract<GraphOutcome, { kind: 'rate_limited' }>): Promise<number> {
+  const until = (deps.now ?? Date.now)() + outcome.retryAfterMs
+  deps.log.warn({ destinationId, error: outcome.error, pausedUntil: new Date(until).toISOString() }, 'rate limited by Meta: pausing this destination')
+  await deps.destinations.pause(destinationId, until)
+  return until
+}
+
 /** Which token a request carried, without keeping the token: a digest of it. */
 function tokenTag (token: string): string {
   return hash('sha256', token, 'base64url').slice(0, 16)
@@ -89,13 +103,11 @@ export async function deliverNow (deps: DeliverNowDependencies, destinationId: s
   const apiFormat = data.apiFormat ?? destination.settings.apiFormat
   const outcome = await postConversions(deps, destination, graphVersion({ ...destination.settings, apiFormat }), data.datasetId, token, data.conversions)
   if (outcome.kind === 'delivered') {
-    await store.count(new Map([[destinationId, { delivered: data.conversions.length }]]), { destinationId, lastSuccessAt: new Date(now()).toISOString() })
+    await countDelivered(deps, destinationId, data.conversions.length)
     return 'delivered'
   }
   if (outcome.kind === 'rate_limited') {
-    const until = now() + outcome.retryAfterMs
-    deps.log.warn({ destinationId, error: outcome.error, pausedUntil: new Date(until).toISOString() }, 'rate limited by Meta: pausing this destination')
-    await store.pause(destinationId, until)
+    await pauseForRateLimit(deps, destinationId, outcome)
     return undefined
   }
   return { outcome, token: tokenTag(token) }
@@ -207,12 +219,10 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
     }
     switch (outcome.kind) {
       case 'delivered':
-        await store.count(new Map([[destinationId, { delivered: conversions.length }]]), { destinationId, lastSuccessAt: new Date(now()).toISOString() })
+        await countDelivered(deps, destinationId, conversions.length)
         return { delivered: conversions.length, ...(expired.size > 0 ? { expired: job.data.conversions.length - conversions.length } : {}) }
       case 'rate_limited': {
-        const until = now() + outcome.retryAfterMs
-        log.warn({ destinationId, error: outcome.error, pausedUntil: new Date(until).toISOString() }, 'rate limited by Meta: pausing this destination')
-        await store.pause(destinationId, until)
+        const until = await pauseForRateLimit(deps, destinationId, outcome)
         await store.count(new Map(), { destinationId, lastError: { ...outcome.error, at: new Date(now()).toISOString() } })
         return postpone(job, lockToken, until + Math.floor(Math.random() * 1000))
       }

@@ -10,10 +10,11 @@ export const QUEUE_NAMES = {
 } as const
 
 /**
- * A request as the API stores it: the body as received (after decompression), under its own
- * key, and what the API decided. The worker parses the body again and sets the server fields
- * (prepareMessage), which costs it less than the API would pay to serialise every message once
- * more; and a body of its own is written as it is (inside the job's JSON it was escaped).
+ * A request as the API stores it: what the API decided, its body as received (after
+ * decompression) being a field of the job's `bodies` hash. The worker parses the body again and
+ * sets the server fields (prepareMessage), which costs it less than the API would pay to
+ * serialise every message once more; and a body kept apart is written as it is (inside the job's
+ * JSON it was escaped).
  */
 export interface StoredRequest {
   sourceId: string

@@ -25,9 +25,10 @@ export interface RouteDependencies {
    * delivered, and without it, the request is queued for the deliver worker.
    */
   deliverNow?: (destinationId: string, data: DeliverJobData) => Promise<'delivered' | FirstAttempt | undefined>
-  /** After a first attempt fails, the destination's requests are queued without one for this long. */
-  directPauseMs?: number
 }
+
+/** After a first attempt fails, the destination's requests are queued without one for this long. */
+const QUEUE_ONLY_MS = 30_000
 
 export type Enrichment = Pick<TransformOptions, 'profileKeys' | 'audienceProperties'>
 
@@ -132,7 +133,7 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
       // Redis trouble reading the destination, its pause or its token: the queue decides.
     }
     if (attempt === 'delivered') queueOnlyUntil.delete(destinationId)
-    else queueOnlyUntil.set(destinationId, now() + (deps.directPauseMs ?? 30_000))
+    else queueOnlyUntil.set(destinationId, now() + QUEUE_ONLY_MS)
     return attempt
   }
 }

@@ -158,7 +158,7 @@ export class IngestBuffer {
     this.refreshBacklog()
   }
 
-  /** Stores one request's valid messages (none is stored when all are duplicates) and counts its rejected ones. */
+  /** Stores one request's valid messages (the worker skips those the duplicate check finds) and counts its rejected ones. */
   submit (submission: Submission): Promise<SubmitResult> {
     if (this.redis.status !== 'ready') return Promise.reject(new UnavailableError('storage (Redis) is unreachable; retry later'))
     if (this.backlogJobs > this.options.maxBacklogJobs) {

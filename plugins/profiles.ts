@@ -98,10 +98,6 @@ function addField (profile: Profile, field: string, value: Buffer): void {
   }
 }
 
-/**
- * User profiles per source, keyed by userId (an anonymous user by `anon:<anonymousId>` until an
- * identify links the two). Keys spread by user (`{userId}` hash tag), never under one tag.
- */
 // Many profiles in one command (KEYS: the profile hashes): each as its field/value pairs without
 // the history fields (`h:`/`w:`, the engine's — most of a busy user's hash), which stay in Redis.
 // One command for a job's users, not one each: ioredis spends several µs of CPU per command.
@@ -133,6 +129,10 @@ declare module 'ioredis' {
   }
 }
 
+/**
+ * User profiles per source, keyed by userId (an anonymous user by `anon:<anonymousId>` until an
+ * identify links the two). Keys spread by user (`{userId}` hash tag), never under one tag.
+ */
 export class ProfileStore {
   constructor (private readonly redis: Redis, private readonly keys: RedisKeys, readonly retentionMs: number) {
     redis.defineCommand('profilesRead', { lua: PROFILES_READ })
