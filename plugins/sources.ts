@@ -107,10 +107,13 @@ export class SourceStore {
     return { ...publicSource(updated), writeKey, previousKeyValidUntil: new Date(until).toISOString() }
   }
 
-  /** The source a write key belongs to, or undefined. Throws when Redis is unreachable. */
-  async resolveWriteKey (writeKey: string): Promise<string | undefined> {
+  /**
+   * The source a write key belongs to (null: none). From the cache without a promise (see
+   * TtlCache.getOrLoad); a promise that rejects when Redis is unreachable otherwise.
+   */
+  resolveWriteKey (writeKey: string): string | null | Promise<string | null> {
     const hash = sha256(writeKey)
-    return await this.cache.get(hash, () => this.redis.get(this.keys.writeKey(hash))) ?? undefined
+    return this.cache.getOrLoad(hash, () => this.redis.get(this.keys.writeKey(hash)))
   }
 
   async stats (id: string): Promise<SourceStats> {
