@@ -136,7 +136,7 @@ export class AudienceEngine {
     deps.redis.defineCommand('audienceLockRelease', { numberOfKeys: 1, lua: LOCK_RELEASE })
   }
 
-  /** An event name's code: without a promise when it is known (per message: an await each cost more). */
+  /** An event name's code; without a promise when it is known, as it nearly always is (asked per message). */
   private eventCode (sourceId: string, event: string): string | Promise<string | undefined> {
     let codes = this.eventCodes.get(sourceId)
     if (codes === undefined) this.eventCodes.set(sourceId, (codes = new Map()))

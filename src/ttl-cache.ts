@@ -14,8 +14,8 @@ export class TtlCache<V> {
   }
 
   /**
-   * What `get` gives, without a promise when the value is cached: on the ingestion routes, an
-   * await per request slows every request down (it breaks a request's work into more turns).
+   * What `get` gives, without a promise when the value is cached: on the ingestion routes, the
+   * awaits of a cached lookup cost a request more than the lookup itself.
    */
   getOrLoad (key: string, load: () => Promise<V>, now = Date.now()): V | Promise<V> {
     const cached = this.entries.get(key)

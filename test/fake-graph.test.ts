@@ -124,6 +124,7 @@ t.test('an invalid event fails the whole request with code 100 naming the field'
     ['a raw email', (e) => { e.user_data.em = ['john@example.com'] }, 'user_data.em'],
     ['an upper-case hash', (e) => { e.user_data.ph = sha256('16505551212').toUpperCase() }, 'user_data.ph'],
     ['an empty hash array', (e) => { e.user_data.em = [] }, 'user_data.em'],
+    ['a null in a hash array', (e) => { e.user_data.em = [sha256('john@example.com'), null] }, 'user_data.em'],
     ['a raw city', (e) => { e.user_data.ct = 'newyork' }, 'user_data.ct'],
     ['a hashed lead_id', (e) => { e.user_data.lead_id = sha256('1234') }, 'user_data.lead_id'],
     ['a legacy key in user_data', (e) => { e.user_data.email = e.user_data.em }, 'user_data.email'],

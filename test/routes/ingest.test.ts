@@ -210,6 +210,12 @@ t.test('batch context, integrations and sentAt apply to every message; server fi
   t.ok(received >= before && received <= Date.now(), 'receivedAt is the server clock')
   t.equal(Date.parse(first.timestamp), received - 5000, 'timestamp corrected for the client clock: receivedAt − (sentAt − timestamp)')
   t.match(second.messageId, /\S{10,}/, 'a messageId is generated when absent')
+  // Ids given by the server are new in every request, and never mistaken for repeats.
+  for (let i = 0; i < 2; i++) assertOk(t, await send(app, '/v1/identify', { anonymousId: 'a1' }, { writeKey }))
+  const given = (await stored(id)).slice(2).map((m: { messageId: string }) => m.messageId)
+  t.equal(given.length, 2, 'both requests without ids are stored')
+  t.not(given[0], given[1], 'each request gets ids of its own')
+  t.not(given[0], second.messageId, '…unlike those of earlier requests')
   t.equal(second.timestamp, second.receivedAt, 'no client timestamp: the server time')
 })
 
