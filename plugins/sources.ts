@@ -109,11 +109,11 @@ export class SourceStore {
 
   /**
    * The source a write key belongs to (null: none). From the cache without a promise (see
-   * TtlCache.getOrLoad); a promise that rejects when Redis is unreachable otherwise.
+   * TtlCache.get); a promise that rejects when Redis is unreachable otherwise.
    */
   resolveWriteKey (writeKey: string): string | null | Promise<string | null> {
     const hash = sha256(writeKey)
-    return this.cache.getOrLoad(hash, () => this.redis.get(this.keys.writeKey(hash)))
+    return this.cache.get(hash, () => this.redis.get(this.keys.writeKey(hash)))
   }
 
   async stats (id: string): Promise<SourceStats> {

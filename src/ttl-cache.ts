@@ -8,16 +8,12 @@ export class TtlCache<V> {
 
   constructor (private readonly ttlMs: number, private readonly maxEntries = 10_000) {}
 
-  /** The cached value of `key`, or what `load` gives (then cached). */
-  async get (key: string, load: () => Promise<V>, now = Date.now()): Promise<V> {
-    return await this.getOrLoad(key, load, now)
-  }
-
   /**
-   * What `get` gives, without a promise when the value is cached: on the ingestion routes, the
-   * awaits of a cached lookup cost a request more than the lookup itself.
+   * The cached value of `key` — itself, not a promise: on the ingestion routes the awaits of a
+   * cached lookup cost a request more than the lookup — or a promise of what `load` gives (then
+   * cached).
    */
-  getOrLoad (key: string, load: () => Promise<V>, now = Date.now()): V | Promise<V> {
+  get (key: string, load: () => Promise<V>, now = Date.now()): V | Promise<V> {
     const cached = this.entries.get(key)
     if (cached !== undefined && cached.expires > now) return cached.value
     return this.load(key, load, now)
