@@ -22,8 +22,11 @@ export interface StoredRequest {
   receivedAt: number
   /** Given by a single-message path (`/v1/track`): the body is one message. */
   pathType?: MessageType
-  /** Messages sent without an id get `<idPrefix>-<index>`. */
-  idPrefix: string
+  /**
+   * Messages sent without an id get `<idPrefix>-<index>`. Absent when every message has one
+   * (nearly always: Segment's libraries send ids), which spares the job the text.
+   */
+  idPrefix?: string
   /** Its body's field in the job's `bodies` hash. */
   body?: number
   /** Where its body is, in jobs stored by earlier builds (a string key of its own). */

@@ -1,6 +1,6 @@
 import { hash, randomUUID } from 'node:crypto'
 import { createRequire } from 'node:module'
-import { createIORedisClient, Job, type Queue } from 'bullmq'
+import { Job, type Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { ChainableCommander, Redis, Result } from 'ioredis'
 import { INGEST_BODY_TTL_MS, INGEST_JOB_OPTIONS, type IngestJobData, type StoredRequest } from '../jobs/queues.js'
@@ -133,9 +133,6 @@ export class IngestBuffer {
   private backlogJobs = 0
   private readonly backlogTimer: NodeJS.Timeout
   private readonly maxInFlight: number
-  /** The buffer's connection as BullMQ takes it: a job is added into the flush's transaction. */
-  private readonly client: ReturnType<typeof createIORedisClient>
-
   /**
    * `redis`: a connection of the buffer's own. ioredis copies every script defined on a
    * connection into each transaction it makes: on a queue's connection that is BullMQ's fifty-odd
@@ -151,7 +148,6 @@ export class IngestBuffer {
     this.maxInFlight = options.maxInFlight ?? 8
     redis.defineCommand('ingestDedup', { numberOfKeys: 5, lua: DEDUP })
     redis.defineCommand(`${addStandardJob.name}:${bullmqVersion}`, { numberOfKeys: addStandardJob.keys, lua: addStandardJob.content })
-    this.client = createIORedisClient(redis)
     // The backlog is read once a second, not per request.
     this.backlogTimer = setInterval(() => { this.refreshBacklog() }, 1000)
     this.backlogTimer.unref()
@@ -289,7 +285,7 @@ export class IngestBuffer {
     const tag = randomUUID()
     const requests: StoredRequest[] = []
     // One HSET for the flush (a command per body cost the client more than the rest of a flush
-    // of single messages). As an object: BullMQ's transaction wrapper takes HSET's fields so.
+    // of single messages). As an object, which ioredis takes as field-value pairs.
     const bodies: Record<string, string> = {}
     group.forEach((p, g) => {
       if (p.valid === 0) return
@@ -303,13 +299,13 @@ export class IngestBuffer {
     const bodiesKey = this.keys.ingestBodies(tag)
     const answerKey = this.keys.ingestDedupAnswer(tag)
 
-    const multi = this.client.multi() as unknown as ChainableCommander
+    const multi = this.redis.multi()
     if (requests.length > 0) {
       multi.hset(bodiesKey, bodies)
       multi.pexpire(bodiesKey, INGEST_BODY_TTL_MS)
       const data: IngestJobData = { requests, bodies: bodiesKey }
       if (answerLength > 0) data.dedupAnswer = answerKey
-      await new Job(this.queue, 'requests', data, INGEST_JOB_OPTIONS).addJob(multi as never)
+      await new Job(this.queue, 'requests', data, INGEST_JOB_OPTIONS).addJob(asBullTransaction(multi) as never)
     }
     // After the job: should adding it fail, the ids are not remembered either (a retry must not
     // be taken for a duplicate). The counts of a flush are written with it.
@@ -356,6 +352,20 @@ export class IngestBuffer {
       return { accepted: p.valid - duplicate, duplicate }
     })
   }
+}
+
+/**
+ * The transaction as BullMQ's `addJob` uses it: it queues its script through `runCommand`.
+ * BullMQ's own wrapper (`createIORedisClient(…).multi()`) adapts many more commands, and cost a
+ * flush more than adding the job did.
+ */
+function asBullTransaction (multi: ChainableCommander): ChainableCommander & { runCommand: (name: string, args: unknown[]) => ChainableCommander } {
+  return Object.assign(multi, {
+    runCommand (name: string, args: unknown[]) {
+      (multi as unknown as Record<string, (args: unknown[]) => void>)[name](args)
+      return multi
+    }
+  })
 }
 
 /** One source's part in a flush. */

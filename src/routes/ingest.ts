@@ -6,6 +6,7 @@ import { Type } from 'typebox'
 import { UnavailableError, type Submission } from '../../plugins/ingest-buffer.js'
 import { batchItemSpans, minimumJsonBytes } from '../segment/batch-text.js'
 import { RateLimiter } from '../rate-limit.js'
+import { lazyRequestLogger } from '../request-logger.js'
 import { checkMessage, isPlainObject, parseTime, PATH_TYPES } from '../segment/message.js'
 import type { MessageType } from '../segment/types.js'
 import { writeKeyFromBody, writeKeyFromHeader } from '../segment/write-key.js'
@@ -59,12 +60,6 @@ const responses = {
   503: ref(IngestError)
 }
 
-const CORS_HEADERS = {
-  'access-control-allow-origin': '*',
-  'access-control-allow-methods': 'POST, OPTIONS',
-  'access-control-max-age': '86400'
-}
-
 /**
  * The Segment HTTP Tracking API. Bodies are JSON whatever the Content-Type says (browsers and
  * Kotlin send text/plain), gzip or deflate encoded or not; limits apply after decompression.
@@ -74,12 +69,13 @@ const ingest: FastifyPluginAsync = async (app) => {
   const limiter = new RateLimiter(config.RATE_LIMIT_EVENTS_PER_SECOND)
 
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.MAX_REQUEST_BYTES }, (request, body, done) => {
+  // As a string: Fastify decodes the body once, with no copy of its bytes first.
+  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: config.MAX_REQUEST_BYTES }, (request, body, done) => {
     // This parser takes every body (Fastify's own JSON parser, which would say so, is removed).
-    if ((body as Buffer).length === 0) return done(new IngestHttpError(400, 'the body is empty; send a JSON message or batch'), undefined)
+    let text = body as string
+    if (text.length === 0) return done(new IngestHttpError(400, 'the body is empty; send a JSON message or batch'), undefined)
     try {
       // The text is what gets stored (StoredRequest); a byte-order mark is no part of it.
-      let text = (body as Buffer).toString('utf8')
       if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
       request.bodyText = text
       // Prototype-poisoning keys (__proto__, constructor.prototype) are refused, not stripped.
@@ -90,8 +86,15 @@ const ingest: FastifyPluginAsync = async (app) => {
     }
   })
 
-  // Hooks in callback form: on every request of the hottest routes, an async hook costs a promise.
+  // One hook, in callback form: on every request of the hottest routes, each hook costs a run of
+  // Fastify's hook runner, and an async one a promise as well.
   app.addHook('preParsing', (request, reply, payload, done) => {
+    // Every answer, errors included, may be read by a page on any origin (analytics.js).
+    reply.header('access-control-allow-origin', '*')
+    // The body is JSON whatever the Content-Type says; Fastify would refuse a malformed one
+    // (`json`, `text`, an empty value) with 415 before any parser runs, and a client drops a
+    // batch answered 4xx. The one parser below ignores the type, so any value will do.
+    if (request.headers['content-type'] !== undefined) request.headers['content-type'] = 'application/json'
     const encoding = request.headers['content-encoding']?.toLowerCase()
     if (encoding === undefined || encoding === 'identity') return done(null, payload)
     if (encoding !== 'gzip' && encoding !== 'deflate') return done(new IngestHttpError(415, `unsupported Content-Encoding "${encoding}" (gzip, deflate or none)`))
@@ -100,15 +103,6 @@ const ingest: FastifyPluginAsync = async (app) => {
     payload.on('data', (chunk: Buffer) => { inflated.receivedEncodedLength += chunk.length })
     payload.on('error', (err) => inflated.destroy(err))
     done(null, payload.pipe(inflated))
-  })
-
-  app.addHook('onRequest', (request, reply, done) => {
-    reply.headers(CORS_HEADERS)
-    // The body is JSON whatever the Content-Type says; Fastify would refuse a malformed one
-    // (`json`, `text`, an empty value) with 415 before any parser runs, and a client drops a
-    // batch answered 4xx. The one parser below ignores the type, so any value will do.
-    if (request.headers['content-type'] !== undefined) request.headers['content-type'] = 'application/json'
-    done()
   })
 
   app.setErrorHandler((err: FastifyError | IngestHttpError, request, reply) => {
@@ -169,8 +163,9 @@ const ingest: FastifyPluginAsync = async (app) => {
   const processPrefix = `relay-${randomUUID()}-`
   let requestCount = 0
 
-  function storedRequest (sourceId: string, pathType?: MessageType): Submission['request'] {
-    return { sourceId, receivedAt: Date.now(), pathType, idPrefix: processPrefix + (requestCount++).toString(36) }
+  /** `named`: every message has its own id; the others need the request's prefix. */
+  function storedRequest (sourceId: string, named: boolean, pathType?: MessageType): Submission['request'] {
+    return { sourceId, receivedAt: Date.now(), pathType, idPrefix: named ? undefined : processPrefix + (requestCount++).toString(36) }
   }
 
   async function single (request: FastifyRequest, reply: FastifyReply, pathType: MessageType) {
@@ -179,9 +174,9 @@ const ingest: FastifyPluginAsync = async (app) => {
     const source = sourceFor(request, body, [])
     const sourceId = typeof source === 'string' ? source : await source
     limit(sourceId, 1)
-    const stored = storedRequest(sourceId, pathType)
     const text = request.bodyText!
     const checked = checkMessage(body, pathType)
+    const stored = storedRequest(sourceId, checked.messageId !== undefined, pathType)
     if (!checked.ok) {
       countRejected(stored)
       throw new IngestHttpError(400, checked.error)
@@ -211,7 +206,7 @@ const ingest: FastifyPluginAsync = async (app) => {
     for (const field of ['context', 'integrations'] as const) {
       if (body[field] !== undefined && body[field] !== null && !isPlainObject(body[field])) throw new IngestHttpError(400, `${field} must be an object`)
     }
-    const { submission, rejected } = checkBatch(storedRequest(sourceId), request.bodyText!, items)
+    const { submission, rejected } = checkBatch(sourceId, request.bodyText!, items)
     // Only the text is stored: the parsed messages can go before the wait for Redis (kept, they
     // would survive young-generation collections by the thousand under load).
     request.body = undefined
@@ -220,7 +215,7 @@ const ingest: FastifyPluginAsync = async (app) => {
   }
 
   /** Checks every message of a batch: what to store, and what is rejected, with why. */
-  function checkBatch (stored: Submission['request'], text: string, items: unknown[]) {
+  function checkBatch (sourceId: string, text: string, items: unknown[]) {
     const sizes = messageSizes(text, items)
     const rejected: Array<{ index: number, messageId?: string, error: string }> = []
     const ids: string[] = []
@@ -236,8 +231,10 @@ const ingest: FastifyPluginAsync = async (app) => {
         indexes.push(index)
       }
     })
+    const valid = items.length - rejected.length
+    const stored = storedRequest(sourceId, ids.length === valid)
     if (rejected.length > 0) stored.skip = rejected.map((r) => r.index)
-    const submission: Submission = { request: stored, body: text, valid: items.length - rejected.length, ids, indexes, rejected: rejected.length }
+    const submission: Submission = { request: stored, body: text, valid, ids, indexes, rejected: rejected.length }
     return { submission, rejected }
   }
 
@@ -274,6 +271,7 @@ const ingest: FastifyPluginAsync = async (app) => {
   }
 
   const noValidation = () => () => true
+  const requestLogger = lazyRequestLogger('warn')
   const security = [{ writeKey: [] }]
 
   for (const [segment, type] of Object.entries(PATH_TYPES)) {
@@ -287,7 +285,7 @@ const ingest: FastifyPluginAsync = async (app) => {
         response: responses
       },
       validatorCompiler: noValidation,
-      logLevel: 'warn'
+      childLoggerFactory: requestLogger
     }, (request, reply) => single(request, reply, type))
     app.options(`/v1/${segment}`, { schema: { hide: true } }, corsPreflight)
   }
@@ -301,15 +299,20 @@ const ingest: FastifyPluginAsync = async (app) => {
         response: responses
       },
       validatorCompiler: noValidation,
-      logLevel: 'warn'
+      childLoggerFactory: requestLogger
     }, batch)
     app.options(path, { schema: { hide: true } }, corsPreflight)
   }
 }
 
+/** A browser's preflight (its answer has the allow-origin header from the hook). */
 async function corsPreflight (request: FastifyRequest, reply: FastifyReply) {
   const requested = request.headers['access-control-request-headers']
-  reply.header('access-control-allow-headers', requested ?? 'authorization, content-type, content-encoding')
+  reply.headers({
+    'access-control-allow-methods': 'POST, OPTIONS',
+    'access-control-allow-headers': requested ?? 'authorization, content-type, content-encoding',
+    'access-control-max-age': '86400'
+  })
   return reply.code(204).send()
 }
 

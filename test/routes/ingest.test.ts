@@ -4,6 +4,7 @@ import type { LightMyRequestResponse } from 'fastify'
 import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import { basicAuth, buildTestApp, type TestContext } from '../helpers/app.js'
+import type { StoredRequest } from '../../jobs/queues.js'
 import { eventually, freshPrefix, ingestQueue } from '../helpers/ingest-queue.js'
 import { send, sourceStats } from '../helpers/ingest-send.js'
 import { startTestRedis } from '../helpers/redis.js'
@@ -28,7 +29,7 @@ function assertOk (t: Test, res: LightMyRequestResponse, name = 'answers 200 {su
 }
 
 const ctx: TestContext = await buildTestApp(t, { env: { ROLE: 'api' }, redis: freshPrefix(redis) })
-const { stored } = ingestQueue(t, ctx.redis)
+const { queue: storedQueue, stored } = ingestQueue(t, ctx.redis)
 const { app } = ctx
 
 const track = (fields: Record<string, unknown> = {}) => ({ type: 'track', userId: 'u1', event: 'Order Completed', properties: { value: 10 }, ...fields })
@@ -216,6 +217,15 @@ t.test('batch context, integrations and sentAt apply to every message; server fi
   t.equal(given.length, 2, 'both requests without ids are stored')
   t.not(given[0], given[1], 'each request gets ids of its own')
   t.not(given[0], second.messageId, '…unlike those of earlier requests')
+  t.match(second.messageId, /^relay-.+-1$/, "a given id names the message's place in its request")
+  // A request whose messages all have ids stores no prefix for ids.
+  const storedRequests = async () => (await storedQueue.getWaiting(0, -1))
+    .sort((a, b) => Number(a.id) - Number(b.id))
+    .flatMap((job) => job.data.requests).filter((r): r is StoredRequest => r?.sourceId === id)
+  t.same((await storedRequests()).map((r) => typeof r.idPrefix), ['string', 'string', 'string'], 'the batch with a message without an id and both identifies have one')
+  assertOk(t, await send(app, '/v1/track', track({ messageId: 'named-1' }), { writeKey }))
+  assertOk(t, await send(app, '/v1/batch', { writeKey, batch: [track({ messageId: 'named-2' })] }))
+  t.same((await storedRequests()).slice(3).map((r) => r.idPrefix), [undefined, undefined], 'requests whose messages all have ids have none')
   t.equal(second.timestamp, second.receivedAt, 'no client timestamp: the server time')
 })
 
