@@ -17,7 +17,7 @@ import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { findOnPath, freePort, startRedisServer } from '../src/local-redis.js'
 import { startFakeGraph } from '../test/fixtures/fake-graph.js'
-import { SERVICE_NODE_FLAGS } from './service-node-flags.js'
+import { compiled, SERVICE_NODE_FLAGS } from './service.js'
 import { stopChildren } from './children.js'
 
 const TOTAL = Number(process.env.BENCH_EVENTS ?? 300_000)
@@ -54,9 +54,12 @@ const graph = await startFakeGraph({
   }
 })
 
+// The service compiled, as `npm start` runs it.
+const [relayScript] = compiled('bench/relay-server.ts')
+
 function start (role: string, port: number): Promise<{ child: ChildProcess, url: string }> {
   return new Promise((resolve, reject) => {
-    const child = fork(new URL('./relay-server.ts', import.meta.url).pathname, [], {
+    const child = fork(relayScript, [], {
       env: {
         ...process.env,
         REDIS_URL: redisServer.url,
@@ -70,7 +73,7 @@ function start (role: string, port: number): Promise<{ child: ChildProcess, url:
         INGEST_MAX_BACKLOG_JOBS: '1000000'
       },
       // BENCH_CPU_PROF=<dir> writes a CPU profile of each service process.
-      execArgv: [...SERVICE_NODE_FLAGS, '--import', 'tsx', ...(process.env.BENCH_CPU_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}/${role}`])],
+      execArgv: [...SERVICE_NODE_FLAGS, ...(process.env.BENCH_CPU_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}/${role}`])],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc']
     })
     child.once('message', (m: any) => resolve({ child, url: m.url }))

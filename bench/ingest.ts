@@ -7,7 +7,7 @@
  * machine's cores. Every request carries new client messageIds, as
  * analytics-node sends them, so every message goes through the duplicate check and is stored.
  * Prints events/s, p50/p99 and the ratios; then Redis bytes per remembered message id (dedup).
- * Not a test: it prints figures.
+ * Both run compiled (bench/service.ts). Not a test: it prints figures.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { availableParallelism } from 'node:os'
@@ -18,7 +18,7 @@ import autocannon from 'autocannon'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { findOnPath, freePort, startRedisServer } from '../src/local-redis.js'
-import { SERVICE_NODE_FLAGS } from './service-node-flags.js'
+import { compiled, SERVICE_NODE_FLAGS } from './service.js'
 import { stopChildren } from './children.js'
 
 // Seconds measured per path and server, split into ROUNDS turns.
@@ -61,7 +61,7 @@ const batchBody = bodies(100)
 /** The service as `npm start` runs it (src/server.ts), answering once /ready does. */
 async function startService (env: Record<string, string>): Promise<{ child: ChildProcess, url: string }> {
   const port = await freePort()
-  const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, '--import', 'tsx', new URL('../src/server.ts', import.meta.url).pathname], {
+  const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, serverScript], {
     env: { ...process.env, ...env, PORT: String(port) },
     stdio: ['ignore', 'ignore', 'inherit']
   })
@@ -75,9 +75,9 @@ async function startService (env: Record<string, string>): Promise<{ child: Chil
 
 function start (script: string, env: Record<string, string>): Promise<{ child: ChildProcess, url: string }> {
   return new Promise((resolve, reject) => {
-    const child = fork(new URL(script, import.meta.url).pathname, [], {
+    const child = fork(script, [], {
       env: { ...process.env, ...env },
-      execArgv: ['--import', 'tsx'],
+      execArgv: [],
       stdio: ['ignore', 'ignore', 'inherit', 'ipc']
     })
     child.once('message', (m: any) => resolve({ child, url: m.url }))
@@ -108,6 +108,8 @@ async function run (name: string, url: string, path: string, body: () => string,
 
 const binary = findOnPath('redis-server')
 if (binary === undefined) throw new Error('bench:ingest needs redis-server on PATH')
+// The service as `npm start` runs it, compiled; the bare route compiled the same way.
+const [serverScript, bareScript] = compiled('src/server.ts', 'bench/bare-server.ts')
 const dir = mkdtempSync(join(tmpdir(), 'relay-bench-'))
 const redisServer = await startRedisServer({ binary, dir })
 const redis = new Redis(redisServer.url)
@@ -131,7 +133,7 @@ try {
   }
   const relay = await startService({ ...env, PROCESSES: '1' })
   children.push(relay.child)
-  const bare = await start('./bare-server.ts', {})
+  const bare = await start(bareScript, {})
   children.push(bare.child)
   const created = await fetch(`${relay.url}/v1/sources`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'bench' }) })
   const source = await created.json() as { id: string, writeKey: string }

@@ -16,8 +16,12 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The body as text, after decompression. */
     bodyText?: string
+    /** The body's bytes, after decompression: what is stored. */
+    bodyBytes?: Buffer
   }
 }
+
+const NO_BYTES = Buffer.alloc(0)
 
 class IngestHttpError extends Error {
   constructor (readonly statusCode: number, message: string, readonly headers: Record<string, string> = {}) { super(message) }
@@ -69,17 +73,17 @@ const ingest: FastifyPluginAsync = async (app) => {
   const limiter = new RateLimiter(config.RATE_LIMIT_EVENTS_PER_SECOND)
 
   app.removeAllContentTypeParsers()
-  // As a string: Fastify decodes the body once, with no copy of its bytes first.
-  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: config.MAX_REQUEST_BYTES }, (request, body, done) => {
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.MAX_REQUEST_BYTES }, (request, body, done) => {
     // This parser takes every body (Fastify's own JSON parser, which would say so, is removed).
-    let text = body as string
-    if (text.length === 0) return done(new IngestHttpError(400, 'the body is empty; send a JSON message or batch'), undefined)
+    let bytes = body as Buffer
+    if (bytes.length === 0) return done(new IngestHttpError(400, 'the body is empty; send a JSON message or batch'), undefined)
     try {
-      // The text is what gets stored (StoredRequest); a byte-order mark is no part of it.
-      if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
-      request.bodyText = text
+      // The bytes are what gets stored (StoredRequest); a byte-order mark is no part of them.
+      if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3)
+      request.bodyBytes = bytes
+      request.bodyText = bytes.toString('utf8')
       // Prototype-poisoning keys (__proto__, constructor.prototype) are refused, not stripped.
-      done(null, secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' }))
+      done(null, secureJson.parse(request.bodyText, undefined, { protoAction: 'error', constructorAction: 'error' }))
     } catch (err) {
       const message = (err as Error).message
       done(new IngestHttpError(400, /prototype/i.test(message) ? `forbidden key in the JSON body: ${message}` : `malformed JSON: ${message}`), undefined)
@@ -155,7 +159,7 @@ const ingest: FastifyPluginAsync = async (app) => {
 
   /** Counts one rejected single message; the answer does not wait for the count. */
   function countRejected (request: Submission['request']): void {
-    app.ingestBuffer.submit({ request, body: '', valid: 0, ids: [], indexes: [], rejected: 1 }).catch(() => {})
+    app.ingestBuffer.submit({ request, body: NO_BYTES, valid: 0, ids: [], indexes: [], rejected: 1 }).catch(() => {})
   }
 
   // A prefix of its own per request: the ids it gives are new by construction, never checked for
@@ -174,21 +178,20 @@ const ingest: FastifyPluginAsync = async (app) => {
     const source = sourceFor(request, body, [])
     const sourceId = typeof source === 'string' ? source : await source
     limit(sourceId, 1)
-    const text = request.bodyText!
     const checked = checkMessage(body, pathType)
     const stored = storedRequest(sourceId, checked.messageId !== undefined, pathType)
     if (!checked.ok) {
       countRejected(stored)
       throw new IngestHttpError(400, checked.error)
     }
-    const bytes = Buffer.byteLength(text)
-    if (bytes > config.MAX_MESSAGE_BYTES) {
+    const bytes = request.bodyBytes!
+    if (bytes.length > config.MAX_MESSAGE_BYTES) {
       // Counted as rejected, like an oversized message inside a batch.
       countRejected(stored)
-      throw new IngestHttpError(413, tooLargeError(bytes))
+      throw new IngestHttpError(413, tooLargeError(bytes.length))
     }
     const ids = checked.messageId === undefined ? [] : [checked.messageId]
-    await app.ingestBuffer.submit({ request: stored, body: text, valid: 1, ids, indexes: ids.map(() => 0), rejected: 0 })
+    await app.ingestBuffer.submit({ request: stored, body: bytes, valid: 1, ids, indexes: ids.map(() => 0), rejected: 0 })
     return reply.send({ success: true })
   }
 
@@ -206,17 +209,18 @@ const ingest: FastifyPluginAsync = async (app) => {
     for (const field of ['context', 'integrations'] as const) {
       if (body[field] !== undefined && body[field] !== null && !isPlainObject(body[field])) throw new IngestHttpError(400, `${field} must be an object`)
     }
-    const { submission, rejected } = checkBatch(sourceId, request.bodyText!, items)
-    // Only the text is stored: the parsed messages can go before the wait for Redis (kept, they
-    // would survive young-generation collections by the thousand under load).
+    const { submission, rejected } = checkBatch(sourceId, request.bodyText!, request.bodyBytes!, items)
+    // Only the bytes are stored: the parsed messages and the text can go before the wait for
+    // Redis (kept, they would survive young-generation collections by the thousand under load).
     request.body = undefined
+    request.bodyText = undefined
     await app.ingestBuffer.submit(submission)
     return reply.send(rejected.length > 0 ? { success: true, rejected } : { success: true })
   }
 
   /** Checks every message of a batch: what to store, and what is rejected, with why. */
-  function checkBatch (sourceId: string, text: string, items: unknown[]) {
-    const sizes = messageSizes(text, items)
+  function checkBatch (sourceId: string, text: string, bytes: Buffer, items: unknown[]) {
+    const sizes = messageSizes(text, bytes.length, items)
     const rejected: Array<{ index: number, messageId?: string, error: string }> = []
     const ids: string[] = []
     const indexes: number[] = []
@@ -234,7 +238,7 @@ const ingest: FastifyPluginAsync = async (app) => {
     const valid = items.length - rejected.length
     const stored = storedRequest(sourceId, ids.length === valid)
     if (rejected.length > 0) stored.skip = rejected.map((r) => r.index)
-    const submission: Submission = { request: stored, body: text, valid, ids, indexes, rejected: rejected.length }
+    const submission: Submission = { request: stored, body: bytes, valid, ids, indexes, rejected: rejected.length }
     return { submission, rejected }
   }
 
@@ -243,10 +247,8 @@ const ingest: FastifyPluginAsync = async (app) => {
    * Measured on the body's text: serialising every parsed message again would cost as much as
    * the parse.
    */
-  function messageSizes (text: string, items: unknown[]): ((index: number) => number) | undefined {
+  function messageSizes (text: string, bytes: number, items: unknown[]): ((index: number) => number) | undefined {
     const limit = config.MAX_MESSAGE_BYTES
-    if (text.length * 3 <= limit) return undefined
-    const bytes = Buffer.byteLength(text)
     if (bytes <= limit) return undefined
     // No message is over the limit when the others leave it no room: a message has at most the
     // body's bytes less the others' (lower bounds of) bytes.
