@@ -2,12 +2,12 @@ import { hash, randomUUID } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { Job, type Queue } from 'bullmq'
 import fp from 'fastify-plugin'
-import type { ChainableCommander, Redis, Result } from 'ioredis'
+import type { Redis, Result } from 'ioredis'
 import { INGEST_BODY_TTL_MS, INGEST_JOB_OPTIONS, type IngestJobData, type StoredRequest } from '../jobs/queues.js'
 import type { RedisKeys } from '../src/keys.js'
 
-// BullMQ's own add script and the version its command names carry, to define on the buffer's
-// connection alone (see IngestBuffer). Internal files: the ingest tests fail if they move.
+// BullMQ's own add script and the version its command names carry: the flush script runs it.
+// Internal files: the ingest tests fail if they move.
 const require = createRequire(import.meta.url)
 const { addStandardJob } = require('bullmq/dist/cjs/scripts/addStandardJob-9.js') as { addStandardJob: { name: string, content: string, keys: number } }
 const { version: bullmqVersion } = require('bullmq/dist/cjs/version.js') as { version: string }
@@ -41,7 +41,7 @@ interface Pending extends Submission {
   reject: (err: Error) => void
 }
 
-// The duplicate check, run in the flush's transaction after the job is added. Message ids seen in
+// The duplicate check, run by the flush script after the job is added. Message ids seen in
 // the current window or the one before it are duplicates (so each is remembered at least one
 // window). Fingerprints are 16-byte MD5 digests of the id: collisions between distinct ids are out
 // of reach (2^-64 at billions of ids), so a new message is never taken for a duplicate. They travel
@@ -107,10 +107,57 @@ duplicates = duplicates + tonumber(ARGV[7])
 if duplicates > 0 then redis.call('HINCRBY', KEYS[5], 'duplicate', duplicates) end
 return answer`
 
+// A flush, in one script (one command, one round trip; it runs alone, like a transaction):
+// BullMQ's add with the arguments BullMQ built, then the bodies as one hash, then per source the
+// duplicate check with the counts (a source without ids: its counts). Should the add fail,
+// nothing else is written and the client is answered 503 (it retries). Both scripts run as
+// functions, their KEYS and ARGV given as arguments. The job cannot be taken before the script
+// ends, so it may come before its bodies.
+//   KEYS: the bodies hash, the duplicate answer, BullMQ's keys, then 4 a source: the current and
+//         previous windows, the window's start, the source's counts.
+//   ARGV: now, window ms, max ids, TTL ms, '1' when there is a job, BullMQ's 3 arguments, the
+//         number of sources, the number of bodies; 5 a source: its answers' offset, its valid
+//         messages less repeats, repeats, rejected, fingerprints; then field-value pairs of bodies.
+const FLUSH = `
+local function addStandardJob(KEYS, ARGV)
+${addStandardJob.content}
+end
+local function dedup(KEYS, ARGV)
+${DEDUP}
+end
+local sources = tonumber(ARGV[9])
+local bodies = tonumber(ARGV[10])
+if ARGV[5] == '1' then
+  local jobKeys = {}
+  for i = 1, ${addStandardJob.keys} do jobKeys[i] = KEYS[2 + i] end
+  local jobId = addStandardJob(jobKeys, { ARGV[6], ARGV[7], ARGV[8] })
+  if type(jobId) == 'number' and jobId < 0 then return redis.error_reply('ERR the ingest job was not added (' .. jobId .. ')') end
+  local first = 11 + sources * 5
+  local last = first + bodies * 2 - 1
+  for s = first, last, 2000 do
+    redis.call('HSET', KEYS[1], unpack(ARGV, s, math.min(s + 1999, last)))
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+local answers = {}
+for i = 1, sources do
+  local k = ${3 + addStandardJob.keys} + (i - 1) * 4
+  local a = 11 + (i - 1) * 5
+  local fingerprints = ARGV[a + 4]
+  if #fingerprints > 0 then
+    answers[i] = dedup({ KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[2], KEYS[k + 3] },
+      { ARGV[1], ARGV[2], ARGV[3], ARGV[a], ARGV[4], ARGV[a + 1], ARGV[a + 2], fingerprints })
+  else
+    answers[i] = ''
+    if tonumber(ARGV[a + 1]) > 0 then redis.call('HINCRBY', KEYS[k + 3], 'accepted', ARGV[a + 1]) end
+  end
+  if tonumber(ARGV[a + 3]) > 0 then redis.call('HINCRBY', KEYS[k + 3], 'rejected', ARGV[a + 3]) end
+end
+return answers`
+
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    ingestDedup(current: string, previous: string, startedAt: string, answerKey: string, statsKey: string,
-      now: number, windowMs: number, maxIds: number, offset: number, ttlMs: number, valid: number, duplicates: number, fingerprints: Buffer): Result<string, Context>
+    ingestFlush(numberOfKeys: number, ...keysAndArguments: Array<string | number | Buffer>): Result<string[], Context>
   }
 }
 
@@ -138,10 +185,8 @@ export class IngestBuffer {
   private readonly backlogTimer: NodeJS.Timeout
   private readonly maxInFlight: number
   /**
-   * `redis`: a connection of the buffer's own. ioredis copies every script defined on a
-   * connection into each transaction it makes: on a queue's connection that is BullMQ's fifty-odd
-   * (more CPU than the rest of a flush of single messages), here it is two — the duplicate
-   * check and BullMQ's add, under the name BullMQ calls it by.
+   * `redis`: a connection of the buffer's own, for its script: flushes do not queue behind the
+   * other commands of the process.
    */
   constructor (
     private readonly redis: Redis,
@@ -150,8 +195,7 @@ export class IngestBuffer {
     private readonly options: IngestBufferOptions
   ) {
     this.maxInFlight = options.maxInFlight ?? 8
-    redis.defineCommand('ingestDedup', { numberOfKeys: 5, lua: DEDUP })
-    redis.defineCommand(`${addStandardJob.name}:${bullmqVersion}`, { numberOfKeys: addStandardJob.keys, lua: addStandardJob.content })
+    redis.defineCommand('ingestFlush', { lua: FLUSH })
     // The backlog is read once a second, not per request.
     this.backlogTimer = setInterval(() => { this.refreshBacklog() }, 1000)
     this.backlogTimer.unref()
@@ -224,32 +268,9 @@ export class IngestBuffer {
   }
 
   /**
-   * Undoes what a flush's duplicate checks did when its job could not be added: the new ids are
-   * forgotten (the client's retry is no duplicate) and the counts taken back. Best effort.
-   */
-  private async forget (bySource: Map<string, FlushSource>, answers: Array<[Error | null, unknown]>, keys: string[]): Promise<void> {
-    const pipeline = this.redis.pipeline().del(...keys)
-    for (const [sourceId, source] of bySource) {
-      const stats = this.keys.sourceStats(sourceId)
-      if (source.command < 0) {
-        if (source.valid > 0) pipeline.hincrby(stats, 'accepted', -source.valid)
-        continue
-      }
-      if (answers[source.command][0] !== null) continue
-      const answer = answers[source.command][1] as string
-      const fresh = source.fingerprints.filter((_, i) => answer.charCodeAt(i) !== ONE)
-      if (fresh.length > 0) pipeline.srem(this.keys.dedup(sourceId).current, ...fresh.map((f) => Buffer.from(f, 'latin1')))
-      const duplicates = source.fingerprints.length - fresh.length + source.repeats
-      if (source.valid > duplicates) pipeline.hincrby(stats, 'accepted', duplicates - source.valid)
-      if (duplicates > 0) pipeline.hincrby(stats, 'duplicate', -duplicates)
-    }
-    await pipeline.exec()
-  }
-
-  /**
-   * Stores a flush in one transaction, one round trip: each body under a key of its own (one tag
-   * for the job: one hash slot), the job, then per source the duplicate check with the counts.
-   * The job does not wait for the check's answer: the worker reads it from the answer key.
+   * Stores a flush with one script, one round trip (FLUSH): the job, its bodies as one hash (one
+   * tag for the job: one hash slot), then per source the duplicate check with the counts. The job
+   * does not wait for the check's answer: the worker reads it from the answer key.
    */
   private async commit (group: Pending[]): Promise<SubmitResult[]> {
     // Per source: its fingerprints, in request order; a repeat inside this flush is a duplicate
@@ -260,7 +281,7 @@ export class IngestBuffer {
     const checked: Array<{ source: FlushSource, start: number, indexes: number[] } | undefined> = []
     for (const p of group) {
       let source = bySource.get(p.request.sourceId)
-      if (source === undefined) bySource.set(p.request.sourceId, (source = { fingerprints: [], seen: new Set(), valid: 0, repeats: 0, rejected: 0, at: 0, command: -1, answer: '' }))
+      if (source === undefined) bySource.set(p.request.sourceId, (source = { fingerprints: [], seen: new Set(), valid: 0, repeats: 0, rejected: 0, at: 0, answer: '' }))
       source.valid += p.valid
       source.rejected += p.rejected
       const start = source.fingerprints.length
@@ -288,12 +309,12 @@ export class IngestBuffer {
 
     const tag = randomUUID()
     const requests: StoredRequest[] = []
-    // One HSET for the flush (a command per body cost the client more than the rest of a flush
-    // of single messages). As an object, which ioredis takes as field-value pairs.
-    const bodies: Record<string, Buffer> = {}
+    // The bodies' field-value pairs, for one HSET (a command per body cost more than the rest of
+    // a flush of single messages).
+    const bodies: Array<string | Buffer> = []
     group.forEach((p, g) => {
       if (p.valid === 0) return
-      bodies[g] = p.body
+      bodies.push(String(g), p.body)
       const repeated = repeats.get(p)
       const skip = repeated === undefined ? p.request.skip : [...(p.request.skip ?? []), ...repeated].sort((a, b) => a - b)
       const { sourceId, receivedAt, pathType, idPrefix } = p.request
@@ -303,49 +324,25 @@ export class IngestBuffer {
     const bodiesKey = this.keys.ingestBodies(tag)
     const answerKey = this.keys.ingestDedupAnswer(tag)
 
-    const multi = this.redis.multi()
+    // BullMQ builds its add's arguments (it is given a recorder for a connection); the flush
+    // script runs the add.
+    let add: { keys: unknown[], args: unknown[] } = { keys: ADD_KEYS_NONE, args: ADD_ARGS_NONE }
     if (requests.length > 0) {
-      multi.hset(bodiesKey, bodies)
-      multi.pexpire(bodiesKey, INGEST_BODY_TTL_MS)
       const data: IngestJobData = { requests, bodies: bodiesKey }
       if (answerLength > 0) data.dedupAnswer = answerKey
-      await new Job(this.queue, 'requests', data, INGEST_JOB_OPTIONS).addJob(asBullTransaction(multi) as never)
+      add = await addArguments(new Job(this.queue, 'requests', data, INGEST_JOB_OPTIONS))
     }
-    // After the job: should adding it fail, the ids are not remembered either (a retry must not
-    // be taken for a duplicate). The counts of a flush are written with it.
-    const now = Date.now()
-    // The bodies (HSET, PEXPIRE) and the job come first.
-    const jobCommand = 2
-    let queued = requests.length > 0 ? 3 : 0
+    const keys: unknown[] = [bodiesKey, answerKey, ...add.keys]
+    const args: unknown[] = [Date.now(), this.options.dedupWindowMs, this.options.dedupMaxIds, INGEST_BODY_TTL_MS, requests.length > 0 ? '1' : '0',
+      ...add.args, bySource.size, bodies.length / 2]
     for (const [sourceId, source] of bySource) {
-      const stats = this.keys.sourceStats(sourceId)
-      if (source.fingerprints.length > 0) {
-        const dedup = this.keys.dedup(sourceId)
-        multi.ingestDedup(dedup.current, dedup.previous, dedup.startedAt, answerKey, stats,
-          now, this.options.dedupWindowMs, this.options.dedupMaxIds, source.at, INGEST_BODY_TTL_MS,
-          source.valid - source.repeats, source.repeats, Buffer.from(source.fingerprints.join(''), 'latin1'))
-        source.command = queued++
-      } else if (source.valid > 0) {
-        multi.hincrby(stats, 'accepted', source.valid)
-        queued++
-      }
-      if (source.rejected > 0) {
-        multi.hincrby(stats, 'rejected', source.rejected)
-        queued++
-      }
+      const dedup = this.keys.dedup(sourceId)
+      keys.push(dedup.current, dedup.previous, dedup.startedAt, this.keys.sourceStats(sourceId))
+      args.push(source.at, source.valid - source.repeats, source.repeats, source.rejected, Buffer.from(source.fingerprints.join(''), 'latin1'))
     }
-    const answers = await multi.exec()
-    if (answers === null) throw new Error('the transaction was discarded')
-    const failed = answers.find(([err]) => err !== null)
-    if (failed !== undefined) {
-      // A transaction runs every command, even after one fails: should the job have failed, the
-      // flush is undone (the client is answered 503 and retries).
-      if (requests.length > 0 && answers[jobCommand][0] !== null) await this.forget(bySource, answers, [bodiesKey, answerKey]).catch(() => {})
-      throw failed[0]
-    }
-    for (const source of bySource.values()) {
-      if (source.command >= 0) source.answer = answers[source.command][1] as string
-    }
+    const answers = await this.redis.ingestFlush(keys.length, ...keys as string[], ...args as string[], ...bodies)
+    let i = 0
+    for (const source of bySource.values()) source.answer = answers[i++]
 
     return group.map((p, g) => {
       let duplicate = repeats.get(p)?.length ?? 0
@@ -358,19 +355,23 @@ export class IngestBuffer {
   }
 }
 
+// BullMQ's add takes 9 keys and 3 arguments; a flush without a job passes none of them.
+const ADD_KEYS_NONE = Array<string>(addStandardJob.keys).fill('')
+const ADD_ARGS_NONE = ['', '', '']
+
 /**
- * The transaction as BullMQ's `addJob` uses it: it queues its script through `runCommand`.
- * BullMQ's own wrapper (`createIORedisClient(…).multi()`) adapts many more commands, and cost a
- * flush more than adding the job did.
+ * The keys and arguments of BullMQ's add for `job`, as BullMQ builds them: `addJob` is given a
+ * recorder in place of a connection. A job BullMQ would add with another script (delayed,
+ * prioritized, with a parent: not ours) is refused.
  */
-function asBullTransaction (multi: ChainableCommander): ChainableCommander & { runCommand: (name: string, args: unknown[]) => ChainableCommander } {
-  return Object.assign(multi, {
-    runCommand (name: string, args: unknown[]) {
-      (multi as unknown as Record<string, (args: unknown[]) => void>)[name](args)
-      return multi
-    }
-  })
+async function addArguments (job: Job): Promise<{ keys: unknown[], args: unknown[] }> {
+  let recorded: { name: string, args: unknown[] } | undefined
+  const recorder = { runCommand (name: string, args: unknown[]) { recorded = { name, args }; return 0 } }
+  await job.addJob(recorder as never)
+  if (recorded?.name !== ADD_COMMAND || recorded.args.length !== addStandardJob.keys + 3) throw new Error(`BullMQ added the ingest job with ${recorded?.name ?? 'no command'}, not ${ADD_COMMAND}`)
+  return { keys: recorded.args.slice(0, addStandardJob.keys), args: recorded.args.slice(addStandardJob.keys) }
 }
+const ADD_COMMAND = `${addStandardJob.name}:${bullmqVersion}`
 
 /** One source's part in a flush. */
 interface FlushSource {
@@ -382,8 +383,7 @@ interface FlushSource {
   rejected: number
   /** Where its answers start in the job's answer string. */
   at: number
-  /** Its duplicate check's place in the transaction (-1: none), and the answer. */
-  command: number
+  /** Its duplicate check's answer. */
   answer: string
 }
 
