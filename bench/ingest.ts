@@ -114,11 +114,16 @@ const dir = mkdtempSync(join(tmpdir(), 'relay-bench-'))
 const redisServer = await startRedisServer({ binary, dir })
 const redis = new Redis(redisServer.url)
 const children: ChildProcess[] = []
-// The service runs without workers (ROLE=api): between runs the stored jobs are dropped, as
-// workers would have taken them, so that a run does not pay for the Redis data of the one before.
+// The service runs without workers (ROLE=api): between runs the stored jobs and their bodies are
+// dropped, as workers would have taken them, so that a run does not pay for the Redis data of the
+// one before (kept, the bodies grew Redis by a gigabyte a minute of batches, and its AOF rewrite
+// forked that).
 const ingestQueue = new Queue('ingest', { connection: redis, prefix: '{relay}' })
 async function drainIngest () {
   await ingestQueue.drain()
+  for await (const keys of redis.scanStream({ match: 'relay:ingest-body:*', count: 1000 })) {
+    if ((keys as string[]).length > 0) await redis.unlink(...keys as string[])
+  }
 }
 try {
   console.log(`ingestion benchmark: ${CONNECTIONS} connections, ${ROUNDS} turns of ${DURATION / ROUNDS} s for each server, node ${process.version}, redis-server with AOF everysec`)
