@@ -58,7 +58,7 @@ export interface IngestJobData {
    */
   bodies?: string
   /**
-   * Where the duplicate check wrote its answer: in the same transaction as the job, so the API
+   * Where the duplicate check wrote its answer: in the same script as the job, so the API
    * stores a flush in one round trip without knowing the answer first (RedisKeys.ingestDedupAnswer).
    */
   dedupAnswer?: string
