@@ -77,6 +77,7 @@ function start (script: string, env: Record<string, string>): Promise<{ child: C
   return new Promise((resolve, reject) => {
     const child = fork(script, [], {
       env: { ...process.env, ...env },
+      // Not this process's flags: it runs through tsx, the bare route runs compiled.
       execArgv: [],
       stdio: ['ignore', 'ignore', 'inherit', 'ipc']
     })

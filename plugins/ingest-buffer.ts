@@ -326,21 +326,21 @@ export class IngestBuffer {
 
     // BullMQ builds its add's arguments (it is given a recorder for a connection); the flush
     // script runs the add.
-    let add: { keys: unknown[], args: unknown[] } = { keys: ADD_KEYS_NONE, args: ADD_ARGS_NONE }
+    let add: BullAdd = ADD_NONE
     if (requests.length > 0) {
       const data: IngestJobData = { requests, bodies: bodiesKey }
       if (answerLength > 0) data.dedupAnswer = answerKey
       add = await addArguments(new Job(this.queue, 'requests', data, INGEST_JOB_OPTIONS))
     }
-    const keys: unknown[] = [bodiesKey, answerKey, ...add.keys]
-    const args: unknown[] = [Date.now(), this.options.dedupWindowMs, this.options.dedupMaxIds, INGEST_BODY_TTL_MS, requests.length > 0 ? '1' : '0',
+    const keys: string[] = [bodiesKey, answerKey, ...add.keys]
+    const args: Array<string | number | Buffer> = [Date.now(), this.options.dedupWindowMs, this.options.dedupMaxIds, INGEST_BODY_TTL_MS, requests.length > 0 ? '1' : '0',
       ...add.args, bySource.size, bodies.length / 2]
     for (const [sourceId, source] of bySource) {
       const dedup = this.keys.dedup(sourceId)
       keys.push(dedup.current, dedup.previous, dedup.startedAt, this.keys.sourceStats(sourceId))
       args.push(source.at, source.valid - source.repeats, source.repeats, source.rejected, Buffer.from(source.fingerprints.join(''), 'latin1'))
     }
-    const answers = await this.redis.ingestFlush(keys.length, ...keys as string[], ...args as string[], ...bodies)
+    const answers = await this.redis.ingestFlush(keys.length, ...keys, ...args, ...bodies)
     let i = 0
     for (const source of bySource.values()) source.answer = answers[i++]
 
@@ -355,23 +355,24 @@ export class IngestBuffer {
   }
 }
 
-// BullMQ's add takes 9 keys and 3 arguments; a flush without a job passes none of them.
-const ADD_KEYS_NONE = Array<string>(addStandardJob.keys).fill('')
-const ADD_ARGS_NONE = ['', '', '']
+/** BullMQ's add: its keys and its 3 arguments (packed, the data's JSON, packed options). */
+interface BullAdd { keys: string[], args: Array<string | Buffer> }
+const ADD_COMMAND = `${addStandardJob.name}:${bullmqVersion}`
+// A flush without a job passes empty ones.
+const ADD_NONE: BullAdd = { keys: Array<string>(addStandardJob.keys).fill(''), args: ['', '', ''] }
 
 /**
  * The keys and arguments of BullMQ's add for `job`, as BullMQ builds them: `addJob` is given a
  * recorder in place of a connection. A job BullMQ would add with another script (delayed,
  * prioritized, with a parent: not ours) is refused.
  */
-async function addArguments (job: Job): Promise<{ keys: unknown[], args: unknown[] }> {
-  let recorded: { name: string, args: unknown[] } | undefined
-  const recorder = { runCommand (name: string, args: unknown[]) { recorded = { name, args }; return 0 } }
+async function addArguments (job: Job): Promise<BullAdd> {
+  let recorded: { name: string, args: Array<string | Buffer> } | undefined
+  const recorder = { runCommand (name: string, args: Array<string | Buffer>) { recorded = { name, args }; return 0 } }
   await job.addJob(recorder as never)
   if (recorded?.name !== ADD_COMMAND || recorded.args.length !== addStandardJob.keys + 3) throw new Error(`BullMQ added the ingest job with ${recorded?.name ?? 'no command'}, not ${ADD_COMMAND}`)
-  return { keys: recorded.args.slice(0, addStandardJob.keys), args: recorded.args.slice(addStandardJob.keys) }
+  return { keys: recorded.args.slice(0, addStandardJob.keys) as string[], args: recorded.args.slice(addStandardJob.keys) }
 }
-const ADD_COMMAND = `${addStandardJob.name}:${bullmqVersion}`
 
 /** One source's part in a flush. */
 interface FlushSource {
