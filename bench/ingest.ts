@@ -7,11 +7,13 @@
  * machine's cores. Every request carries new client messageIds, as
  * analytics-node sends them, so every message goes through the duplicate check and is stored.
  * Prints events/s, p50/p99 and the ratios; then Redis bytes per remembered message id (dedup).
+ * On Linux each run also prints where the CPU went, per request: the server, its Redis, the load
+ * generator (this process), and how much of the machine stayed idle.
  * Both run compiled (bench/service.ts). Not a test: it prints figures.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process'
 import { availableParallelism } from 'node:os'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
@@ -27,6 +29,38 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const ADMIN_TOKEN = 'bench-admin-token-0123456789'
 const PROCESSES = Number(process.env.BENCH_PROCESSES ?? availableParallelism())
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+
+// CPU time from /proc (Linux; elsewhere the figures are left out). The three processes share the
+// machine's cores, so the server's figure alone does not explain a throughput.
+const TICKS_PER_SECOND = (() => {
+  try { return Number(execFileSync('getconf', ['CLK_TCK']).toString()) || 100 } catch { return 100 }
+})()
+function processCpuMicros (pid: number | undefined): number {
+  if (pid === undefined) return NaN
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(fields[11]) + Number(fields[12])) * 1e6 / TICKS_PER_SECOND
+  } catch { return NaN }
+}
+/** The machine's idle and total CPU time, in ticks. */
+function machineCpu (): { idle: number, total: number } {
+  try {
+    const ticks = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+    return { idle: ticks[3] + ticks[4], total: ticks.reduce((a, b) => a + b, 0) }
+  } catch { return { idle: NaN, total: NaN } }
+}
+interface CpuSnapshot { server: number, redis: number, load: NodeJS.CpuUsage, machine: { idle: number, total: number } }
+function cpuSnapshot (serverPid?: number, redisPid?: number): CpuSnapshot {
+  return { server: processCpuMicros(serverPid), redis: processCpuMicros(redisPid), load: process.cpuUsage(), machine: machineCpu() }
+}
+function cpuLine (before: CpuSnapshot, after: CpuSnapshot, requests: number): string {
+  if (Number.isNaN(after.server)) return ''
+  const load = process.cpuUsage(before.load)
+  const perRequest = (micros: number) => (micros / requests).toFixed(1)
+  const redis = Number.isNaN(after.redis) ? '' : `, its redis ${perRequest(after.redis - before.redis)}`
+  const idle = 100 * (after.machine.idle - before.machine.idle) / (after.machine.total - before.machine.total)
+  return `\n${''.padEnd(34)} CPU µs a request: server ${perRequest(after.server - before.server)}${redis}, load generator ${perRequest(load.user + load.system)}; machine ${idle.toFixed(0)} % idle`
+}
 
 function median<T extends { eventsPerSecond: number }> (runs: T[]): T {
   return [...runs].sort((a, b) => a.eventsPerSecond - b.eventsPerSecond)[Math.floor(runs.length / 2)]
@@ -86,13 +120,18 @@ function start (script: string, env: Record<string, string>): Promise<{ child: C
   })
 }
 
-async function run (name: string, url: string, path: string, body: () => string, events: number, writeKey?: string, duration = DURATION) {
+type Run = Awaited<ReturnType<typeof run>>
+
+/** `pids`: the server's process and its Redis, for the CPU figures (a cluster's workers are not counted). */
+async function run (name: string, url: string, path: string, body: () => string, events: number, writeKey?: string, duration = DURATION, pids: { server?: number, redis?: number } = {}) {
   const headers: Record<string, string> = { 'content-type': 'application/json' }
   if (writeKey !== undefined) headers.authorization = `Basic ${Buffer.from(`${writeKey}:`).toString('base64')}`
   const requests = [{ setupRequest: (request: any) => ({ ...request, body: body() }) }]
   // Warm-up, then the measured run.
   await autocannon({ url: url + path, method: 'POST', headers, requests, connections: CONNECTIONS, duration: 2 })
+  const before = cpuSnapshot(pids.server, pids.redis)
   const result = await autocannon({ url: url + path, method: 'POST', headers, requests, connections: CONNECTIONS, duration })
+  const cpu = cpuLine(before, cpuSnapshot(pids.server, pids.redis), result['2xx'])
   const ok = result['2xx']
   const failed = result.non2xx + result.errors + result.timeouts
   const row = {
@@ -103,7 +142,7 @@ async function run (name: string, url: string, path: string, body: () => string,
     p99: result.latency.p99,
     failed
   }
-  console.log(`${name.padEnd(34)} ${String(row.eventsPerSecond).padStart(9)} events/s  ${String(row.requestsPerSecond).padStart(7)} req/s  p50 ${row.p50} ms  p99 ${row.p99} ms${failed > 0 ? `  (${failed} non-2xx/errors)` : ''}`)
+  console.log(`${name.padEnd(34)} ${String(row.eventsPerSecond).padStart(9)} events/s  ${String(row.requestsPerSecond).padStart(7)} req/s  p50 ${row.p50} ms  p99 ${row.p99} ms${failed > 0 ? `  (${failed} non-2xx/errors)` : ''}${cpu}`)
   return row
 }
 
@@ -146,18 +185,20 @@ try {
 
   // This VM's speed drifts by tens of % within minutes: the bare route and the relay take turns,
   // ROUNDS runs each, and the ratio is of their medians — not of two runs minutes apart.
+  // Each turn's ratio is printed too: their spread is the measurement's.
   const turns = async (label: string, path: string, body: () => string, events: number) => {
-    const bareRuns = []
-    const relayRuns = []
+    const bareRuns: Run[] = []
+    const relayRuns: Run[] = []
     for (let round = 0; round < ROUNDS; round++) {
-      bareRuns.push(await run(`bare fastify  ${label}`, bare.url, path, body, events, undefined, DURATION / ROUNDS))
-      relayRuns.push(await run(`relay         ${label}`, relay.url, path, body, events, source.writeKey, DURATION / ROUNDS))
+      bareRuns.push(await run(`bare fastify  ${label}`, bare.url, path, body, events, undefined, DURATION / ROUNDS, { server: bare.child.pid }))
+      relayRuns.push(await run(`relay         ${label}`, relay.url, path, body, events, source.writeKey, DURATION / ROUNDS, { server: relay.child.pid, redis: redisServer.process.pid }))
       await drainIngest()
     }
-    return [median(bareRuns), median(relayRuns)]
+    const ratios = relayRuns.map((r, i) => `${(100 * r.eventsPerSecond / bareRuns[i].eventsPerSecond).toFixed(0)} %`).join(', ')
+    return { bare: median(bareRuns), relay: median(relayRuns), ratios }
   }
-  const [bareSingle, relaySingle] = await turns('/v1/track', '/v1/track', singleBody, 1)
-  const [bareBatch, relayBatch] = await turns('/v1/batch x100', '/v1/batch', batchBody, 100)
+  const { bare: bareSingle, relay: relaySingle, ratios: singleRatios } = await turns('/v1/track', '/v1/track', singleBody, 1)
+  const { bare: bareBatch, relay: relayBatch } = await turns('/v1/batch x100', '/v1/batch', batchBody, 100)
   await stopChildren([relay.child])
   const cluster = await startService({ ...env, PROCESSES: String(PROCESSES) })
   children.push(cluster.child)
@@ -165,7 +206,7 @@ try {
 
   console.log()
   console.log(`medians of ${ROUNDS} turns: bare /v1/track ${bareSingle.eventsPerSecond}, relay ${relaySingle.eventsPerSecond} events/s (p99 ${relaySingle.p99} ms); bare /v1/batch x100 ${bareBatch.eventsPerSecond}, relay ${relayBatch.eventsPerSecond} events/s`)
-  console.log(`single /v1/track: ${(100 * relaySingle.eventsPerSecond / bareSingle.eventsPerSecond).toFixed(0)} % of the bare route, one process each (target ≥ 60 %), p99 ${relaySingle.p99} ms (target < 25 ms)`)
+  console.log(`single /v1/track: ${(100 * relaySingle.eventsPerSecond / bareSingle.eventsPerSecond).toFixed(0)} % of the bare route, one process each (target ≥ 60 %; turn by turn ${singleRatios}), p99 ${relaySingle.p99} ms (target < 25 ms)`)
   const best = Math.max(relayBatch.eventsPerSecond, clusterBatch.eventsPerSecond)
   console.log(`/v1/batch x100:   ${best} events/s accepted (target ≥ 100,000): one process ${relayBatch.eventsPerSecond} (${(100 * relayBatch.eventsPerSecond / bareBatch.eventsPerSecond).toFixed(0)} % of the bare route), PROCESSES=${PROCESSES} ${clusterBatch.eventsPerSecond}`)
 
