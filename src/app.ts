@@ -11,6 +11,7 @@ import ingestBufferPlugin from '../plugins/ingest-buffer.js'
 import monitoringPlugin from '../plugins/monitoring.js'
 import profilesPlugin from '../plugins/profiles.js'
 import queuesPlugin from '../plugins/queues.js'
+import rateLimitPlugin from '../plugins/rate-limit.js'
 import redisPlugin from '../plugins/redis.js'
 import sourcesPlugin from '../plugins/sources.js'
 import swaggerPlugin from '../plugins/swagger.js'
@@ -80,6 +81,7 @@ export async function buildApp ({ config, logger, now = Date.now }: BuildOptions
 
   if (config.ROLE !== 'worker') {
     await app.register(ingestBufferPlugin)
+    await app.register(rateLimitPlugin)
     await app.register(authPlugin)
     await app.register(ingestRoutes)
     await app.register(sourceRoutes)

@@ -9,6 +9,8 @@ export function redisKeys (prefix: string) {
     sources: `${prefix}:sources`,
     writeKey: (writeKeyHash: string) => `${prefix}:writekey:${writeKeyHash}`,
     sourceStats: (sourceId: string) => `${prefix}:stats:{${sourceId}}`,
+    // A source's rate-limit bucket, shared by every API process.
+    rateLimit: (sourceId: string) => `${prefix}:rate:{${sourceId}}`,
     destinations: `${prefix}:destinations`,
     sourceDestinations: (sourceId: string) => `${prefix}:source-destinations:${sourceId}`,
     accessToken: (destinationId: string) => `${prefix}:access-token:${destinationId}`,

@@ -5,7 +5,6 @@ import secureJson from 'secure-json-parse'
 import { Type } from 'typebox'
 import { UnavailableError, type Submission } from '../../plugins/ingest-buffer.js'
 import { batchItemSpans, minimumJsonBytes } from '../segment/batch-text.js'
-import { RateLimiter } from '../rate-limit.js'
 import { lazyRequestLogger } from '../request-logger.js'
 import { checkMessage, isPlainObject, parseTime, PATH_TYPES } from '../segment/message.js'
 import type { MessageType } from '../segment/types.js'
@@ -70,7 +69,6 @@ const responses = {
  */
 const ingest: FastifyPluginAsync = async (app) => {
   const config = app.config
-  const limiter = new RateLimiter(config.RATE_LIMIT_EVENTS_PER_SECOND)
 
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.MAX_REQUEST_BYTES }, (request, body, done) => {
@@ -148,8 +146,14 @@ const ingest: FastifyPluginAsync = async (app) => {
     return sourceId
   }
 
-  function limit (sourceId: string, count: number): void {
-    const wait = limiter.take(sourceId, count)
+  /** Throws 429 over the source's rate; a promise only when the process must ask Redis for tokens. */
+  function limit (sourceId: string, count: number): void | Promise<void> {
+    const wait = app.rateLimiter.take(sourceId, count)
+    if (typeof wait === 'number') return refuseOver(wait)
+    return wait.then(refuseOver)
+  }
+
+  function refuseOver (wait: number): void {
     if (wait > 0) throw new IngestHttpError(429, `rate limit of ${config.RATE_LIMIT_EVENTS_PER_SECOND} messages a second for this source exceeded; retry after ${wait} s`, { 'retry-after': String(wait) })
   }
 
@@ -177,7 +181,8 @@ const ingest: FastifyPluginAsync = async (app) => {
     if (!isPlainObject(body)) throw new IngestHttpError(400, 'the body must be a JSON object (one message)')
     const source = sourceFor(request, body, [])
     const sourceId = typeof source === 'string' ? source : await source
-    limit(sourceId, 1)
+    const limited = limit(sourceId, 1)
+    if (limited !== undefined) await limited
     const checked = checkMessage(body, pathType)
     const stored = storedRequest(sourceId, checked.messageId !== undefined, pathType)
     if (!checked.ok) {
@@ -203,7 +208,7 @@ const ingest: FastifyPluginAsync = async (app) => {
     if (items.length > config.MAX_BATCH_MESSAGES) throw new IngestHttpError(400, `batch has ${items.length} messages; the limit is ${config.MAX_BATCH_MESSAGES}`)
     const source = sourceFor(request, body, items)
     const sourceId = typeof source === 'string' ? source : await source
-    limit(sourceId, Math.max(1, items.length))
+    await limit(sourceId, Math.max(1, items.length))
 
     if (parseTime(body.sentAt) === null) throw new IngestHttpError(400, 'sentAt must be an ISO-8601 date-time')
     for (const field of ['context', 'integrations'] as const) {

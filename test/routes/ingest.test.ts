@@ -355,6 +355,18 @@ t.test('rate limit: 429 with Retry-After, per source', async (t) => {
   assertOk(t, await send(limited.app, '/v1/track', track(), { writeKey: b.writeKey }), 'another source is not limited')
 })
 
+t.test('rate limit: one per source across API processes', async (t) => {
+  // Two apps on one Redis prefix: two API processes (PROCESSES=2, or replicas).
+  const shared = freshPrefix(redis)
+  const env = { ROLE: 'api', RATE_LIMIT_EVENTS_PER_SECOND: '2' }
+  const first = await buildTestApp(t, { env, redis: shared })
+  const second = await buildTestApp(t, { env, redis: shared })
+  const { writeKey } = await first.createSource()
+  const answers = []
+  for (let i = 0; i < 6; i++) answers.push((await send((i % 2 === 0 ? first : second).app, '/v1/track', track(), { writeKey })).statusCode)
+  t.same(answers, [200, 200, 200, 200, 429, 429], 'the burst of 4 is shared: a limit per process would take 8')
+})
+
 t.test('backlog over INGEST_MAX_BACKLOG_JOBS: 503 with Retry-After', async (t) => {
   const backlogged = await buildTestApp(t, { env: { ROLE: 'api', INGEST_MAX_BACKLOG_JOBS: '1' }, redis: freshPrefix(redis) })
   const { writeKey } = await backlogged.createSource()
