@@ -131,7 +131,7 @@ async function run (name: string, url: string, path: string, body: () => string,
   await autocannon({ url: url + path, method: 'POST', headers, requests, connections: CONNECTIONS, duration: 2 })
   const before = cpuSnapshot(pids.server, pids.redis)
   const result = await autocannon({ url: url + path, method: 'POST', headers, requests, connections: CONNECTIONS, duration })
-  const cpu = cpuLine(before, cpuSnapshot(pids.server, pids.redis), result['2xx'])
+  const after = cpuSnapshot(pids.server, pids.redis)
   const ok = result['2xx']
   const failed = result.non2xx + result.errors + result.timeouts
   const row = {
@@ -142,7 +142,7 @@ async function run (name: string, url: string, path: string, body: () => string,
     p99: result.latency.p99,
     failed
   }
-  console.log(`${name.padEnd(34)} ${String(row.eventsPerSecond).padStart(9)} events/s  ${String(row.requestsPerSecond).padStart(7)} req/s  p50 ${row.p50} ms  p99 ${row.p99} ms${failed > 0 ? `  (${failed} non-2xx/errors)` : ''}${cpu}`)
+  console.log(`${name.padEnd(34)} ${String(row.eventsPerSecond).padStart(9)} events/s  ${String(row.requestsPerSecond).padStart(7)} req/s  p50 ${row.p50} ms  p99 ${row.p99} ms${failed > 0 ? `  (${failed} non-2xx/errors)` : ''}${cpuLine(before, after, ok)}`)
   return row
 }
 

@@ -42,8 +42,8 @@ const LEASE_MS = 1000
 /**
  * Per-source rate limits shared by every API process through Redis (TAKE). A process takes tokens
  * in leases of a tenth of a second's rate and spends them in memory, so most requests make no
- * Redis call; the limit is never exceeded, and leases held unspent by other processes can only
- * make it stricter for a second.
+ * Redis call. Together the processes pass no more than one bucket would; a lease a process leaves
+ * unspent can only make the limit stricter, for a second at most.
  */
 export class SharedRateLimiter {
   private readonly leases = new Map<string, { tokens: number, expires: number }>()
@@ -51,7 +51,7 @@ export class SharedRateLimiter {
   private readonly taking = new Map<string, Promise<unknown>>()
   private readonly leaseTokens: number
 
-  constructor (private readonly redis: Redis, private readonly keys: RedisKeys, readonly rate: number) {
+  constructor (private readonly redis: Redis, private readonly keys: RedisKeys, private readonly rate: number) {
     this.leaseTokens = Math.floor(rate / 10)
     redis.defineCommand('rateLimitTake', { numberOfKeys: 1, lua: TAKE })
   }
