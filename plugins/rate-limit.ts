@@ -66,20 +66,27 @@ export class SharedRateLimiter {
     return this.takeShared(sourceId, count)
   }
 
-  private spendLease (sourceId: string, count: number): boolean {
+  /** The process's lease for the source, unless it has expired. */
+  private lease (sourceId: string): { tokens: number, expires: number } | undefined {
     const lease = this.leases.get(sourceId)
-    if (lease === undefined || lease.expires <= Date.now() || lease.tokens < count) return false
+    return lease !== undefined && lease.expires > Date.now() ? lease : undefined
+  }
+
+  private spendLease (sourceId: string, count: number): boolean {
+    const lease = this.lease(sourceId)
+    if (lease === undefined || lease.tokens < count) return false
     lease.tokens -= count
     return true
   }
 
   private async takeShared (sourceId: string, count: number): Promise<number> {
-    for (let inFlight = this.taking.get(sourceId); inFlight !== undefined; inFlight = this.taking.get(sourceId)) {
+    let inFlight = this.taking.get(sourceId)
+    while (inFlight !== undefined) {
       await inFlight
       if (this.spendLease(sourceId, count)) return 0
+      inFlight = this.taking.get(sourceId)
     }
-    const lease = this.leases.get(sourceId)
-    const held = lease !== undefined && lease.expires > Date.now() ? lease.tokens : 0
+    const held = this.lease(sourceId)?.tokens ?? 0
     const call = this.redis.rateLimitTake(this.keys.rateLimit(sourceId), this.rate, count - held, this.leaseTokens)
     this.taking.set(sourceId, call.catch(() => {}))
     try {
