@@ -46,6 +46,15 @@ t.test('concurrent requests in one process never take more than the bucket', asy
   t.equal(waits.filter((wait) => wait === 0).length, 4, '4 of 20 at once pass')
 })
 
+t.test('the bucket refills at the rate, on the clock of Redis', async (t) => {
+  const [{ limiter }] = limiters(t, 10)
+  t.equal(await take(limiter, 'src', 20), 0)
+  t.ok(await take(limiter, 'src', 1) > 0, 'empty')
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  t.equal(await take(limiter, 'src', 4), 0, 'half a second later 4 messages pass (5 tokens are back)')
+  t.ok(await take(limiter, 'src', 3) > 0, 'and not 3 more')
+})
+
 t.test('Retry-After is the whole seconds needed for the tokens asked', async (t) => {
   const [{ limiter }] = limiters(t, 10)
   t.equal(await take(limiter, 'src', 20), 0)
