@@ -256,15 +256,15 @@ const ingest: FastifyPluginAsync = async (app) => {
     const limit = config.MAX_MESSAGE_BYTES
     if (bytes <= limit) return undefined
     // No message is over the limit when the others leave it no room: a message has at most the
-    // body's bytes less the others' (lower bounds of) bytes.
-    let others = 0
+    // body's bytes less the others' (lower bounds of) bytes. The walk stops once that is shown.
+    let all = 0
     let largest = 0
     for (const item of items) {
       const minimum = minimumJsonBytes(item)
-      others += minimum
+      all += minimum
       if (minimum > largest) largest = minimum
+      if (bytes - (all - largest) <= limit) return undefined
     }
-    if (bytes - (others - largest) <= limit) return undefined
     const spans = batchItemSpans(text)
     if (spans === undefined || spans.length !== items.length) {
       // A body spelt unusually (an escaped "batch" key): measure the parsed messages.
