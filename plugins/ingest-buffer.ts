@@ -107,18 +107,21 @@ duplicates = duplicates + tonumber(ARGV[7])
 if duplicates > 0 then redis.call('HINCRBY', KEYS[5], 'duplicate', duplicates) end
 return answer`
 
-// A flush, in one transaction (MULTI: one round trip, applied alone): the bodies as one hash,
-// then this script — BullMQ's add with the arguments BullMQ built, then per source the duplicate
-// check with the counts (a source without ids: its counts). The bodies are no script arguments:
-// Lua hashes every byte of every string it is given (14 % of Redis's CPU under batches), and
-// copies it twice more on its way to HSET. Should the add fail, the script removes the bodies and
-// nothing else is written; the client is answered 503 (it retries). Both scripts run as
-// functions, their KEYS and ARGV given as arguments.
+// A flush, in one round trip that Redis applies alone: this script — BullMQ's add with the
+// arguments BullMQ built, the bodies as one hash, then per source the duplicate check with the
+// counts (a source without ids: its counts). A flush of large bodies (batches) stores them with
+// HSET before the script, in the same transaction (MULTI), and does not pass them: Lua hashes
+// every byte of every string it is given (14 % of Redis's CPU under batches) and copies it twice
+// more on its way to HSET. Small flushes (single messages) pass them: the transaction's three
+// more commands cost the API's client more than Redis saves. Should the add fail, the script
+// removes the bodies and nothing else is written; the client is answered 503 (it retries). Both
+// scripts run as functions, their KEYS and ARGV given as arguments.
 //   KEYS: the bodies hash, the duplicate answer, BullMQ's keys, then 4 a source: the current and
 //         previous windows, the window's start, the source's counts.
 //   ARGV: now, window ms, max ids, TTL ms, '1' when there is a job, BullMQ's 3 arguments, the
-//         number of sources; then 5 a source: its answers' offset, its valid messages less
-//         repeats, repeats, rejected, fingerprints.
+//         number of sources, the number of bodies passed (0: stored by HSET before); 5 a source:
+//         its answers' offset, its valid messages less repeats, repeats, rejected, fingerprints;
+//         then field-value pairs of the bodies passed.
 const FLUSH = `
 local function addStandardJob(KEYS, ARGV)
 ${addStandardJob.content}
@@ -127,6 +130,7 @@ local function dedup(KEYS, ARGV)
 ${DEDUP}
 end
 local sources = tonumber(ARGV[9])
+local bodies = tonumber(ARGV[10])
 if ARGV[5] == '1' then
   local jobKeys = {}
   for i = 1, ${addStandardJob.keys} do jobKeys[i] = KEYS[2 + i] end
@@ -136,11 +140,17 @@ if ARGV[5] == '1' then
     local why = type(jobId) == 'table' and jobId.err or tostring(jobId)
     return redis.error_reply('ERR the ingest job was not added (' .. why .. ')')
   end
+  local first = 11 + sources * 5
+  local last = first + bodies * 2 - 1
+  for s = first, last, 2000 do
+    redis.call('HSET', KEYS[1], unpack(ARGV, s, math.min(s + 1999, last)))
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
 local answers = {}
 for i = 1, sources do
   local k = ${3 + addStandardJob.keys} + (i - 1) * 4
-  local a = 10 + (i - 1) * 5
+  local a = 11 + (i - 1) * 5
   local fingerprints = ARGV[a + 4]
   if #fingerprints > 0 then
     answers[i] = dedup({ KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[2], KEYS[k + 3] },
@@ -310,9 +320,11 @@ export class IngestBuffer {
     // The bodies' field-value pairs, for one HSET (a command per body cost more than the rest of
     // a flush of single messages).
     const bodies: Array<string | Buffer> = []
+    let bodyBytes = 0
     group.forEach((p, g) => {
       if (p.valid === 0) return
       bodies.push(String(g), p.body)
+      bodyBytes += p.body.length
       const repeated = repeats.get(p)
       const skip = repeated === undefined ? p.request.skip : [...(p.request.skip ?? []), ...repeated].sort((a, b) => a - b)
       const { sourceId, receivedAt, pathType, idPrefix } = p.request
@@ -330,21 +342,18 @@ export class IngestBuffer {
       if (answerLength > 0) data.dedupAnswer = answerKey
       add = await addArguments(new Job(this.queue, 'requests', data, INGEST_JOB_OPTIONS))
     }
+    const inline = bodyBytes <= INLINE_BODY_BYTES
     const keys: string[] = [bodiesKey, answerKey, ...add.keys]
     const args: Array<string | number | Buffer> = [Date.now(), this.options.dedupWindowMs, this.options.dedupMaxIds, INGEST_BODY_TTL_MS, requests.length > 0 ? '1' : '0',
-      ...add.args, bySource.size]
+      ...add.args, bySource.size, inline ? bodies.length / 2 : 0]
     for (const [sourceId, source] of bySource) {
       const dedup = this.keys.dedup(sourceId)
       keys.push(dedup.current, dedup.previous, dedup.startedAt, this.keys.sourceStats(sourceId))
       args.push(source.at, source.valid - source.repeats, source.repeats, source.rejected, Buffer.from(source.fingerprints.join(''), 'latin1'))
     }
-    const flush = this.redis.multi()
-    if (bodies.length > 0) flush.hset(bodiesKey, ...bodies).pexpire(bodiesKey, INGEST_BODY_TTL_MS)
-    flush.ingestFlush(keys.length, ...keys, ...args)
-    const results = await flush.exec()
-    if (results === null) throw new Error('the flush transaction was discarded')
-    const [err, answers] = results[results.length - 1] as [Error | null, string[]]
-    if (err !== null) throw err
+    const answers = inline
+      ? await this.redis.ingestFlush(keys.length, ...keys, ...args, ...bodies)
+      : await this.stored(bodiesKey, bodies, keys, args)
     let i = 0
     for (const source of bySource.values()) source.answer = answers[i++]
 
@@ -357,7 +366,24 @@ export class IngestBuffer {
       return { accepted: p.valid - duplicate, duplicate }
     })
   }
+
+  /** A large flush: its bodies by HSET, then the script without them, in one transaction. */
+  private async stored (bodiesKey: string, bodies: Array<string | Buffer>, keys: string[], args: Array<string | number | Buffer>): Promise<string[]> {
+    const transaction = this.redis.multi().hset(bodiesKey, ...bodies)
+    transaction.ingestFlush(keys.length, ...keys, ...args)
+    const results = await transaction.exec()
+    if (results === null) throw new Error('the flush transaction was discarded')
+    const [err, answers] = results[results.length - 1] as [Error | null, string[]]
+    if (err !== null) throw err
+    return answers
+  }
 }
+
+/**
+ * Up to this many bytes of bodies a flush passes them to its script; more, and it stores them with
+ * HSET in the script's transaction (see FLUSH).
+ */
+const INLINE_BODY_BYTES = 32 * 1024
 
 /** BullMQ's add: its keys and its 3 arguments (packed, the data's JSON, packed options). */
 interface BullAdd { keys: string[], args: Array<string | Buffer> }

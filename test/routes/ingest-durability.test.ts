@@ -92,6 +92,9 @@ t.test('a flush whose job cannot be added is answered 503 and leaves its ids unr
   ])
   t.equal(failed.statusCode, 503, 'not stored: 503, and the client retries')
   t.equal(failedOther.statusCode, 503)
+  // A flush of large bodies stores them before the script, in its transaction: they go too.
+  const large = await send(app, '/v1/batch', { batch: Array.from({ length: 3 }, (_, i) => ({ ...message, type: 'track', messageId: `large-${i}`, properties: { filler: 'x'.repeat(20_000) } })) }, { writeKey })
+  t.equal(large.statusCode, 503, 'a large batch: 503')
   const none = { received: 0, accepted: 0, duplicate: 0, rejected: 0 }
   t.same((await ctx.admin('GET', `/v1/sources/${id}/stats`)).json, none, 'nothing counted')
   t.same((await ctx.admin('GET', `/v1/sources/${other.id}/stats`)).json, none)
