@@ -276,9 +276,9 @@ export class IngestBuffer {
   }
 
   /**
-   * Stores a flush in one transaction, one round trip (FLUSH): its bodies as one hash (one tag for
-   * the job: one hash slot), the job, then per source the duplicate check with the counts. The
-   * job does not wait for the check's answer: the worker reads it from the answer key.
+   * Stores a flush in one round trip that Redis applies alone (FLUSH): the job, its bodies as one
+   * hash (one tag for the job: one hash slot), then per source the duplicate check with the
+   * counts. The job does not wait for the check's answer: the worker reads it from the answer key.
    */
   private async commit (group: Pending[]): Promise<SubmitResult[]> {
     // Per source: its fingerprints, in request order; a repeat inside this flush is a duplicate
@@ -353,7 +353,7 @@ export class IngestBuffer {
     }
     const answers = inline
       ? await this.redis.ingestFlush(keys.length, ...keys, ...args, ...bodies)
-      : await this.stored(bodiesKey, bodies, keys, args)
+      : await this.flushInTransaction(bodiesKey, bodies, keys, args)
     let i = 0
     for (const source of bySource.values()) source.answer = answers[i++]
 
@@ -368,7 +368,7 @@ export class IngestBuffer {
   }
 
   /** A large flush: its bodies by HSET, then the script without them, in one transaction. */
-  private async stored (bodiesKey: string, bodies: Array<string | Buffer>, keys: string[], args: Array<string | number | Buffer>): Promise<string[]> {
+  private async flushInTransaction (bodiesKey: string, bodies: Array<string | Buffer>, keys: string[], args: Array<string | number | Buffer>): Promise<string[]> {
     const transaction = this.redis.multi().hset(bodiesKey, ...bodies)
     transaction.ingestFlush(keys.length, ...keys, ...args)
     const results = await transaction.exec()
