@@ -38,7 +38,7 @@ t.test('@segment/analytics-node 3.x: track and identify arrive intact', async (t
   // Two requests, possibly in flight together: stored in the order they arrived, either way.
   const messages = await stored(id)
   t.equal(messages.length, 2, 'both calls stored')
-  const [identify, track] = [...messages].sort((a, b) => String(a.type).localeCompare(String(b.type)))
+  const [identify, track] = messages.sort((a, b) => String(a.type).localeCompare(String(b.type)))
   t.match(identify, {
     type: 'identify',
     userId: 'user-1',
