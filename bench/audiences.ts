@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
+import { JobIsolation } from '../jobs/isolation.js'
 import { findOnPath, startRedisServer } from '../src/local-redis.js'
 import type { SegmentMessage } from '../src/segment/types.js'
 import { parseCondition } from '../src/audiences/condition.js'
@@ -63,7 +64,7 @@ try {
       messages.push({ ...base, type: 'identify', timestamp: now, traits: { email: `user-${i}@example.com`, phone: `+1401${String(1000000 + i).slice(-7)}`, plan: i % 10 === 0 ? 'pro' : 'free' } })
       if (i % 100 !== 0) messages.push({ ...base, messageId: `t-${i}`, type: 'track', event: 'Order Completed', timestamp: new Date(Date.now() - (i % 20) * day).toISOString(), properties: { revenue: 10 } })
     }
-    await engine.stage(source.id, messages)
+    await engine.stage(source.id, messages, new JobIsolation().context(source.id))
   }
   console.log(`loaded ${USERS.toLocaleString('en')} profiles and their history in ${seconds(Date.now() - started)} (through the ingest stage)`)
   const memoryBefore = await usedMemory()
@@ -89,7 +90,7 @@ try {
   // 1 % of members change: the users who never ordered order now (they enter, in real time).
   const changed: SegmentMessage[] = []
   for (let i = 0; i < USERS; i += 100) changed.push({ type: 'track', messageId: `late-${i}`, userId: `user-${i}`, event: 'Order Completed', timestamp: now, originalTimestamp: now, receivedAt: now })
-  for (let i = 0; i < changed.length; i += CHUNK) await engine.stage(source.id, changed.slice(i, i + CHUNK))
+  for (let i = 0; i < changed.length; i += CHUNK) await engine.stage(source.id, changed.slice(i, i + CHUNK), new JobIsolation().context(source.id))
   started = Date.now()
   const { added, removed } = await engine.incrementalSync(audience)
   await drained()
@@ -97,7 +98,7 @@ try {
 
   // Redis bytes: a profile with email, phone and two audience properties; one with all ten
   // match keys; and history per (user, tracked event).
-  await engine.stage(source.id, [{ type: 'identify', messageId: 'full', userId: 'user-1', timestamp: now, originalTimestamp: now, receivedAt: now, traits: { email: 'user-1@example.com', phone: '+14011000001', firstName: 'Ham', lastName: 'Solo', gender: 'male', birthday: '1977-05-25', address: { city: 'East Greenwich', state: 'RI', postalCode: '02818', country: 'US' }, plan: 'free' } }])
+  await engine.stage(source.id, [{ type: 'identify', messageId: 'full', userId: 'user-1', timestamp: now, originalTimestamp: now, receivedAt: now, traits: { email: 'user-1@example.com', phone: '+14011000001', firstName: 'Ham', lastName: 'Solo', gender: 'male', birthday: '1977-05-25', address: { city: 'East Greenwich', state: 'RI', postalCode: '02818', country: 'US' }, plan: 'free' } }], new JobIsolation().context(source.id))
   const sample = async (key: string) => Number(await probe.call('MEMORY', 'USAGE', key, 'SAMPLES', '0'))
   await probe.hset(app.keys.profile(source.id, 'user-2'), 'a:second_audience', '1')
   const typical = await sample(app.keys.profile(source.id, 'user-2'))
@@ -107,7 +108,7 @@ try {
   const extra = 10_000
   const identifies: SegmentMessage[] = []
   for (let i = 0; i < extra; i++) identifies.push({ type: 'identify', messageId: `x-${i}`, userId: `extra-${i}`, timestamp: now, originalTimestamp: now, receivedAt: now, traits: { email: `extra-${i}@example.com` } })
-  for (let i = 0; i < extra; i += CHUNK) await engine.stage(source.id, identifies.slice(i, i + CHUNK))
+  for (let i = 0; i < extra; i += CHUNK) await engine.stage(source.id, identifies.slice(i, i + CHUNK), new JobIsolation().context(source.id))
   const profileBytes = async () => {
     const pipeline = probe.pipeline()
     for (const m of identifies) pipeline.call('MEMORY', 'USAGE', app.keys.profile(source.id, m.userId!), 'SAMPLES', '0')
@@ -115,7 +116,7 @@ try {
   }
   const beforeHistory = await profileBytes()
   const tracks: SegmentMessage[] = identifies.map((m) => ({ ...m, type: 'track', event: 'Product Viewed', traits: undefined }))
-  for (let i = 0; i < extra; i += CHUNK) await engine.stage(source.id, tracks.slice(i, i + CHUNK))
+  for (let i = 0; i < extra; i += CHUNK) await engine.stage(source.id, tracks.slice(i, i + CHUNK), new JobIsolation().context(source.id))
   const historyBytes = await profileBytes() - beforeHistory
   const historySample = extra
   console.log(`Redis per profile: ${typical} bytes with email, phone, a trait and two audience properties (target ≤ 300); ${full} bytes with all ten match keys (target ≤ 600)`)

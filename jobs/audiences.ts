@@ -10,6 +10,7 @@ import type { RedisKeys } from '../src/keys.js'
 import { audienceChange } from '../src/segment/engage.js'
 import type { SegmentMessage } from '../src/segment/types.js'
 import type { IngestStage } from './ingest.js'
+import { errorWithoutContent, SET_ASIDE } from './isolation.js'
 import type { IngestJobData } from './queues.js'
 
 export const AUDIENCE_SYNC_QUEUE = 'audience-sync'
@@ -156,8 +157,11 @@ export class AudienceEngine {
     return code ?? undefined
   }
 
-  /** The ingest stage: profiles, history and real-time membership. Runs before routing. */
-  readonly stage: IngestStage = async (sourceId, messages) => {
+  /**
+   * The ingest stage: profiles, history and real-time membership. Runs before routing. Each
+   * message's own work is guarded: one that throws is set aside and the others go on.
+   */
+  readonly stage: IngestStage = async (sourceId, messages, context) => {
     const { redis, keys, profiles } = this.deps
     const audiences = await this.deps.audiences.forSource(sourceId)
     const identities = await profiles.identities(sourceId, messages)
@@ -182,40 +186,35 @@ export class AudienceEngine {
       const profileId = identities[i]
       if (profileId === undefined) continue
       if (message.type === 'identify') {
-        const traits = message.traits ?? {}
         legacyBirthday ??= await this.deps.legacyFormat?.(sourceId) ?? false
-        const fields = profileFields(traits, { legacyBirthday })
-        // Engage memberships — ours or a real Engage workspace's — are user properties.
-        const change = audienceChange(message)
-        const ownEmission = change?.computationId !== undefined && ownAudienceIds.has(change.computationId)
-        if (change !== undefined) {
-          delete fields[`t:${change.key}`]
-          // Our own syncs' identifies leave the property alone: the engine wrote it when the
-          // membership changed, and the state an identify carries can be out of date by the time
-          // it is processed (a later change) or meant for one destination only (unlinking one
-          // sends false while the user stays a member) — it used to overwrite the profile.
-          if (!ownEmission) fields[`a:${change.key}`] = change.member ? '1' : '0'
-        }
-        profiles.applyIdentify(writes, sourceId, profileId, message.anonymousId, fields)
+        const update = context.guard('profiles', message, () => identifyUpdate(message, legacyBirthday!, ownAudienceIds))
+        if (update === SET_ASIDE) continue
+        profiles.applyIdentify(writes, sourceId, profileId, message.anonymousId, update.fields)
         // Our own sync's identifies change nothing the engine does not know already.
-        if (!ownEmission) {
-          for (const audience of audiences) {
-            for (const trait of audience.traits) if (trait in traits) { touch(profileId, audience); break }
-          }
+        if (!update.ownEmission) {
+          context.guard('audiences', message, () => {
+            for (const audience of audiences) {
+              for (const trait of audience.traits) if (Object.hasOwn(update.traits, trait)) { touch(profileId, audience); break }
+            }
+          })
         }
       } else if (message.type === 'track' && typeof message.event === 'string') {
         const day = Math.min(today, dayNumber(Date.parse(message.timestamp)))
         if (!(day >= oldestDay)) continue
         const known = this.eventCode(sourceId, message.event)
         const code = typeof known === 'string' ? known : await known
-        const fields = code === undefined ? [] : [`h:${code}.${day}`]
-        for (const audience of audiences) {
-          if (!audience.events.has(message.event)) continue
-          touch(profileId, audience)
-          for (const { path, leaf } of audience.filteredLeaves) {
-            if (leaf.event === message.event && matchesWhere(leaf.where!, message.properties)) fields.push(`w:${audience.id}.${path}.${day}`)
+        const fields = context.guard('audiences', message, () => {
+          const fields = code === undefined ? [] : [`h:${code}.${day}`]
+          for (const audience of audiences) {
+            if (!audience.events.has(message.event!)) continue
+            touch(profileId, audience)
+            for (const { path, leaf } of audience.filteredLeaves) {
+              if (leaf.event === message.event && matchesWhere(leaf.where!, message.properties)) fields.push(`w:${audience.id}.${path}.${day}`)
+            }
           }
-        }
+          return fields
+        })
+        if (fields === SET_ASIDE) continue
         const profileKey = keys.profile(sourceId, profileId)
         if (fields.length > 0) {
           let counts = history.get(profileKey)
@@ -271,11 +270,19 @@ export class AudienceEngine {
       for (const audience of affected.get(id)!) {
         const since = answers[a++][1] as string | null
         const codes = this.eventCodes.get(sourceId)
-        const result = evaluate(audience.condition, {
-          now,
-          counts: (leaf: CountedLeaf) => history.get(leaf.filtered ? `w:${audience.id}.${leaf.path}` : `h:${codes?.get(leaf.event)}`) ?? EMPTY,
-          trait: (name) => name in profile.audiences ? profile.audiences[name] : profile.traits[name]
-        })
+        let result: ReturnType<typeof evaluate>
+        try {
+          result = evaluate(audience.condition, {
+            now,
+            counts: (leaf: CountedLeaf) => history.get(leaf.filtered ? `w:${audience.id}.${leaf.path}` : `h:${codes?.get(leaf.event)}`) ?? EMPTY,
+            trait: (name) => Object.hasOwn(profile.audiences, name) ? profile.audiences[name] : Object.hasOwn(profile.traits, name) ? profile.traits[name] : undefined
+          })
+        } catch (err) {
+          // A profile no condition can be read on (a bug, or data of an earlier build): this user
+          // keeps their membership as it is, and every other user is evaluated.
+          this.deps.log.warn({ audienceId: audience.id, error: errorWithoutContent(err) }, 'a profile could not be evaluated for an audience; its membership is unchanged')
+          continue
+        }
         const wasMember = since !== null
         if (result.member) {
           if (result.lapsesAt !== undefined) writes.zadd(keys.audienceLapses(audience.id), result.lapsesAt, id)
@@ -586,6 +593,27 @@ export class AudienceEngine {
 }
 
 const EMPTY: ReadonlyMap<number, number> = new Map()
+
+/**
+ * What an identify writes to its user's profile: the hashed match keys and other traits, and an
+ * Engage membership as the user property it is. `ownEmission`: one of our own syncs' identifies.
+ */
+function identifyUpdate (message: SegmentMessage, legacyBirthday: boolean, ownAudienceIds: ReadonlySet<string>): { fields: Record<string, string | Buffer>, traits: Record<string, unknown>, ownEmission: boolean } {
+  const traits = message.traits ?? {}
+  const fields = profileFields(traits, { legacyBirthday })
+  // Engage memberships — ours or a real Engage workspace's — are user properties.
+  const change = audienceChange(message)
+  const ownEmission = change?.computationId !== undefined && ownAudienceIds.has(change.computationId)
+  if (change !== undefined) {
+    delete fields[`t:${change.key}`]
+    // Our own syncs' identifies leave the property alone: the engine wrote it when the
+    // membership changed, and the state an identify carries can be out of date by the time
+    // it is processed (a later change) or meant for one destination only (unlinking one
+    // sends false while the user stays a member) — it used to overwrite the profile.
+    if (!ownEmission) fields[`a:${change.key}`] = change.member ? '1' : '0'
+  }
+  return { fields, traits, ownEmission }
+}
 
 function applyChange (writes: ChainableCommander, keys: RedisKeys, sourceId: string, audience: StoredAudience, profileId: string, member: boolean, now: number, mode: 'realtime' | 'build'): void {
   if (member) writes.zadd(keys.audienceMembers(audience.id), 'NX', now, profileId)

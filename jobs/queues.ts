@@ -4,6 +4,7 @@ import type { FacebookSettings } from '../src/facebook/settings.js'
 import { DateTime } from 'luxon'
 import { isPlainObject, parseTime, prepareMessage, type RequestEnvelope } from '../src/segment/message.js'
 import type { MessageType, SegmentMessage } from '../src/segment/types.js'
+import { faultInjection } from './isolation.js'
 
 export const QUEUE_NAMES = {
   ingest: 'ingest'
@@ -69,17 +70,31 @@ export interface IngestJobData {
  * The messages of an ingest job, in order, as `[sourceId, message]`. `bodies` are the texts of
  * `data.requests`, in order (null: the body is gone — an error); `dedupAnswer` the text under
  * `data.dedupAnswer` (missing: the check did not run, and no message is taken for a duplicate).
+ * A body or message that cannot be read (the API accepted it, so a build whose rules differ, or a
+ * bug) goes to `onUnprocessable` and the others are read; without it, the read throws.
  */
-export function jobMessages (data: IngestJobData, bodies: Array<string | null> = [], dedupAnswer?: string | null): Array<[string, SegmentMessage]> {
+export function jobMessages (
+  data: IngestJobData,
+  bodies: Array<string | null> = [],
+  dedupAnswer?: string | null,
+  onUnprocessable?: (sourceId: string, error: unknown, messageId?: string) => void
+): Array<[string, SegmentMessage]> {
   const out: Array<[string, SegmentMessage]> = data.messages ?? []
+  const setAside = onUnprocessable ?? ((_sourceId: string, error: unknown) => { throw error })
   for (const [r, request] of (data.requests ?? []).entries()) {
     const text = bodies[r]
     if (text === null || text === undefined) throw new Error(`the body of stored request ${r} (${request.bodyKey ?? `${data.bodies} field ${request.body}`}) is missing`)
-    const body = JSON.parse(text) as Record<string, unknown>
+    let body: Record<string, unknown>
+    try {
+      body = JSON.parse(text)
+    } catch (error) {
+      setAside(request.sourceId, error)
+      continue
+    }
     const envelope: RequestEnvelope = { receivedAt: DateTime.fromMillis(request.receivedAt, { zone: 'utc' }), pathType: request.pathType, idPrefix: request.idPrefix }
     let items: unknown[] = [body]
     if (request.pathType === undefined) {
-      items = body.batch as unknown[]
+      items = Array.isArray(body.batch) ? body.batch : []
       envelope.sentAt = parseTime(body.sentAt) ?? undefined
       if (isPlainObject(body.context)) envelope.context = body.context
       if (isPlainObject(body.integrations)) envelope.integrations = body.integrations
@@ -91,10 +106,17 @@ export function jobMessages (data: IngestJobData, bodies: Array<string | null> =
     }
     items.forEach((item, index) => {
       if (skip.has(index)) return
-      // The API accepted it: the same checks pass again (a failure would be a bug, and throws).
-      const prepared = prepareMessage(item, envelope, index)
-      if (!prepared.ok) throw new Error(`stored message ${index} no longer passes: ${prepared.error}`)
-      out.push([request.sourceId, prepared.message])
+      try {
+        faultInjection.at?.('prepare', isPlainObject(item) ? item : {})
+        // The API accepted it: the same checks pass again (a failure is a bug, or a build whose
+        // rules differ from the API's that accepted it).
+        const prepared = prepareMessage(item, envelope, index)
+        if (!prepared.ok) throw new Error(`stored message ${index} no longer passes: ${prepared.error}`)
+        out.push([request.sourceId, prepared.message])
+      } catch (error) {
+        const messageId = isPlainObject(item) && typeof item.messageId === 'string' ? item.messageId : undefined
+        setAside(request.sourceId, error, messageId)
+      }
     })
   }
   return out

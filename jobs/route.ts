@@ -1,11 +1,12 @@
 import type { Queue } from 'bullmq'
-import type { DestinationStore, StatsDelta } from '../plugins/destinations.js'
+import type { DestinationStore, StatsDelta, StoredDestination } from '../plugins/destinations.js'
 import { DESTINATION_NAME, DESTINATION_TYPE } from '../src/facebook/settings.js'
 import { audienceEntryConversion, transformTrack, type InvalidReason, type TransformOptions, type TransformResult } from '../src/facebook/transform.js'
 import { audienceChange } from '../src/segment/engage.js'
 import { isDestinationEnabled } from '../src/segment/integrations.js'
 import type { SegmentMessage } from '../src/segment/types.js'
 import type { IngestStage } from './ingest.js'
+import { SET_ASIDE } from './isolation.js'
 import type { DeliverJobData, FirstAttempt, QueuedConversion } from './queues.js'
 
 /** Meta's limits on events per request: Conversions API 1,000; the legacy API 2,000. */
@@ -38,6 +39,44 @@ function addressedTo (message: SegmentMessage, destinationId: string): boolean {
   return !Array.isArray(ids) || ids.includes(destinationId)
 }
 
+/** A routed result: a conversion ready for a request (its payload serialised once), or why not. */
+type Routed =
+  | { kind: 'conversion', datasetId: string, queued: QueuedConversion }
+  | Extract<TransformResult, { kind: 'invalid' }>
+
+/**
+ * The conversions one message makes for one destination: a track's, one per map it is in; an
+ * identify's, one when its user enters an audience the destination maps (audienceEntryEvents).
+ * Every lookup of a key the message gives is of the setting's own entries.
+ */
+function conversionsOf (message: SegmentMessage, destination: StoredDestination, at: number, enrichment: Enrichment | undefined): Routed[] {
+  let results: TransformResult[] = []
+  if (message.type === 'track') {
+    results = transformTrack(message, destination.settings, { now: at, ...enrichment })
+  } else {
+    // An identify never makes a request to Meta by itself; an audience entry (false → true)
+    // sends one conversion where the destination maps that audience (audienceEntryEvents).
+    const change = audienceChange(message)
+    const entries = destination.settings.audienceEntryEvents
+    const datasetId = change?.member === true && Object.hasOwn(entries, change.key) ? entries[change.key] : undefined
+    if (datasetId !== undefined) {
+      results = [audienceEntryConversion({
+        audienceKey: change!.key,
+        datasetId,
+        messageId: message.messageId,
+        timestamp: message.timestamp,
+        userId: message.userId,
+        profileKeys: enrichment?.profileKeys
+      }, destination.settings, at)]
+    }
+  }
+  return results.map((result) => {
+    if (result.kind === 'invalid') return result
+    const { datasetId, eventId, eventName, eventTime, payload } = result.conversion
+    return { kind: 'conversion', datasetId, queued: { eventId, eventName, eventTime, payload: JSON.stringify(payload) } }
+  })
+}
+
 /**
  * The ingest stage that routes messages to the source's enabled destinations: each track becomes
  * conversions (one per matching map), grouped per destination and dataset into deliver jobs of at
@@ -49,7 +88,7 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
   // Destinations whose last first attempt failed, and until when they go straight to the queue:
   // while Meta is slow or failing, ingest jobs do not wait on it.
   const queueOnlyUntil = new Map<string, number>()
-  return async function route (sourceId, messages) {
+  return async function route (sourceId, messages, context) {
     const destinations = (await deps.destinations.forSource(sourceId)).filter((d) => d.enabled && d.type === DESTINATION_TYPE)
     if (destinations.length === 0) return
     const deltas = new Map<string, StatsDelta>()
@@ -63,31 +102,17 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
       deltas.set(destination.id, delta)
       const byDataset = new Map<string, QueuedConversion[]>()
       for (const message of messages) {
-        if (!isDestinationEnabled(message.integrations, DESTINATION_NAME) || !addressedTo(message, destination.id)) {
+        const routed = context.guard('route', message, () => isDestinationEnabled(message.integrations, DESTINATION_NAME) && addressedTo(message, destination.id), destination.id)
+        const results = routed === true
+          ? context.guard('transform', message, () => conversionsOf(message, destination, at, enrichment.get(message)), destination.id)
+          : routed
+        if (results === SET_ASIDE) {
+          // Routed here and not processable: invalid for this destination, and the job goes on.
           delta.received++
-          delta.filtered++
+          delta.invalid.unprocessable = (delta.invalid.unprocessable ?? 0) + 1
           continue
         }
-        let results: TransformResult[] = []
-        if (message.type === 'track') {
-          results = transformTrack(message, destination.settings, { now: at, ...enrichment.get(message) })
-        } else {
-          // An identify never makes a request to Meta by itself; an audience entry (false → true)
-          // sends one conversion where the destination maps that audience (audienceEntryEvents).
-          const change = audienceChange(message)
-          const datasetId = change?.member === true ? destination.settings.audienceEntryEvents[change.key] : undefined
-          if (datasetId !== undefined) {
-            results = [audienceEntryConversion({
-              audienceKey: change!.key,
-              datasetId,
-              messageId: message.messageId,
-              timestamp: message.timestamp,
-              userId: message.userId,
-              profileKeys: enrichment.get(message)?.profileKeys
-            }, destination.settings, at)]
-          }
-        }
-        if (results.length === 0) {
+        if (results === false || results.length === 0) {
           delta.received++
           delta.filtered++
           continue
@@ -98,10 +123,9 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
             delta.invalid[result.reason] = (delta.invalid[result.reason] ?? 0) + 1
             continue
           }
-          const { datasetId, eventId, eventName, eventTime, payload } = result.conversion
-          let list = byDataset.get(datasetId)
-          if (list === undefined) byDataset.set(datasetId, (list = []))
-          list.push({ eventId, eventName, eventTime, payload: JSON.stringify(payload) })
+          let list = byDataset.get(result.datasetId)
+          if (list === undefined) byDataset.set(result.datasetId, (list = []))
+          list.push(result.queued)
         }
       }
       const apiFormat = destination.settings.apiFormat

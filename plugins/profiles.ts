@@ -91,6 +91,9 @@ function addField (profile: Profile, field: string, value: Buffer): void {
   }
   const kind = field.slice(0, 2)
   const name = field.slice(2)
+  // Assigned, `__proto__` would set the object's prototype, not a trait (the API refuses it;
+  // profiles of earlier builds may hold one). Other names are read with Object.hasOwn.
+  if (name === '__proto__') return
   if (kind === 't:') {
     try { profile.traits[name] = JSON.parse(value.toString('utf8')) } catch { /* a corrupt trait is skipped */ }
   } else if (kind === 'a:') {

@@ -26,6 +26,8 @@ export interface SourceStats {
   accepted: number
   duplicate: number
   rejected: number
+  /** A part of `accepted`: messages the worker set aside because no code could process them. */
+  unprocessable: number
 }
 
 // `received` is not stored: it is the sum, so the identity always holds.
@@ -117,11 +119,18 @@ export class SourceStore {
   }
 
   async stats (id: string): Promise<SourceStats> {
-    const values = await this.redis.hmget(this.keys.sourceStats(id), ...STAT_FIELDS)
-    const stats = { received: 0, accepted: 0, duplicate: 0, rejected: 0 }
+    const values = await this.redis.hmget(this.keys.sourceStats(id), ...STAT_FIELDS, 'unprocessable')
+    const stats = { received: 0, accepted: 0, duplicate: 0, rejected: 0, unprocessable: Number(values[STAT_FIELDS.length] ?? 0) }
     STAT_FIELDS.forEach((field, i) => { stats[field] = Number(values[i] ?? 0) })
     stats.received = stats.accepted + stats.duplicate + stats.rejected
     return stats
+  }
+
+  /** Counts messages the worker set aside (a part of `accepted`). */
+  async countUnprocessable (bySource: Map<string, number>): Promise<void> {
+    const pipeline = this.redis.pipeline()
+    for (const [sourceId, n] of bySource) pipeline.hincrby(this.keys.sourceStats(sourceId), 'unprocessable', n)
+    await pipeline.exec()
   }
 
   private async getStored (id: string): Promise<StoredSource | undefined> {

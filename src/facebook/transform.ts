@@ -25,6 +25,8 @@ export type InvalidReason =
   | 'invalid_value'
   | 'invalid_currency'
   | 'invalid_data_processing_options'
+  // not the transform's: a message the worker could not process at all (jobs/isolation.ts)
+  | 'unprocessable'
 
 export interface Conversion {
   datasetId: string

@@ -14,7 +14,8 @@ const SourceStats = Type.Object({
   received: Type.Integer({ description: 'accepted + duplicate + rejected' }),
   accepted: Type.Integer({ description: 'Stored for processing' }),
   duplicate: Type.Integer({ description: 'Answered 200 but not stored again (messageId seen within the dedup window)' }),
-  rejected: Type.Integer({ description: 'Invalid, reported to the client' })
+  rejected: Type.Integer({ description: 'Invalid, reported to the client' }),
+  unprocessable: Type.Integer({ description: 'A part of accepted: messages the worker could not process (set aside alone, the rest of their job went on; see the log by messageId)' })
 })
 
 /** Admin API for sources. Every route needs the admin token. */

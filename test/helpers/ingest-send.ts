@@ -1,4 +1,5 @@
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { SourceStats } from '../../plugins/sources.js'
 import { basicAuth, type TestContext } from './app.js'
 
 export interface SendOptions {
@@ -19,7 +20,7 @@ export function send (app: FastifyInstance, path: string, body: unknown, options
   return app.inject({ method: 'POST', url: path, headers, payload })
 }
 
-export async function sourceStats (ctx: TestContext, sourceId: string): Promise<{ received: number, accepted: number, duplicate: number, rejected: number }> {
+export async function sourceStats (ctx: TestContext, sourceId: string): Promise<SourceStats> {
   const { statusCode, json } = await ctx.admin('GET', `/v1/sources/${sourceId}/stats`)
   if (statusCode !== 200) throw new Error(`stats of ${sourceId}: ${statusCode} ${JSON.stringify(json)}`)
   return json
