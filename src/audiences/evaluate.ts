@@ -1,4 +1,5 @@
 import { Duration } from 'luxon'
+import { parseDecimal } from '../decimal.js'
 import type { AudienceCondition, TraitOp } from './condition.js'
 
 /**
@@ -107,12 +108,9 @@ function eventUntil (node: EventNode, counts: EvaluationInput['counts'], today: 
   return dayStart(day + node.withinDays)
 }
 
-// Plain decimal notation only: Number() would also read "0x10", "" and " " (as 0)
-const DECIMAL = /^\s*[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?\s*$/i
-
 function numeric (value: unknown): number {
   if (typeof value === 'number') return value
-  if (typeof value === 'string' && DECIMAL.test(value)) return Number(value)
+  if (typeof value === 'string') return parseDecimal(value)
   return NaN
 }
 

@@ -3,6 +3,7 @@
 // One canonical reading of the message, then one of two serializers: the Conversions API
 // (`action_source: physical_store`) or the legacy offline conversions payload.
 import { Duration } from 'luxon'
+import { parseDecimal } from '../decimal.js'
 import { destinationOptions } from '../segment/integrations.js'
 import type { SegmentMessage } from '../segment/types.js'
 import {
@@ -116,7 +117,6 @@ const MAX_AHEAD_MS = Duration.fromObject({ minutes: 10 }).toMillis()
 // value states besides a real value (which is always ≥ 0)
 const NO_VALUE = -1
 const BAD_VALUE = -2
-const DECIMAL = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/
 const LEAD_ID = /^(?:l:)?(\d+)$/
 
 interface Rejection { reason: InvalidReason, message: string }
@@ -167,10 +167,8 @@ function readValue (raw: unknown): number {
   if (raw === undefined || raw === null) return NO_VALUE
   if (typeof raw === 'number') return Number.isFinite(raw) && raw >= 0 ? raw : BAD_VALUE
   if (typeof raw === 'string') {
-    const text = raw.trim()
-    if (text === '') return NO_VALUE
-    if (!DECIMAL.test(text)) return BAD_VALUE
-    const value = Number(text)
+    if (raw.trim() === '') return NO_VALUE
+    const value = parseDecimal(raw)
     return Number.isFinite(value) && value >= 0 ? value : BAD_VALUE
   }
   return BAD_VALUE

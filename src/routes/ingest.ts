@@ -6,7 +6,7 @@ import { Type } from 'typebox'
 import { UnavailableError, type Submission } from '../../plugins/ingest-buffer.js'
 import { batchItemSpans, minimumJsonBytes } from '../segment/batch-text.js'
 import { lazyRequestLogger } from '../request-logger.js'
-import { checkMessage, isPlainObject, parseTime, PATH_TYPES } from '../segment/message.js'
+import { checkMessage, isPlainObject, PATH_TYPES, shapeError } from '../segment/message.js'
 import type { MessageType } from '../segment/types.js'
 import { writeKeyFromBody, writeKeyFromHeader } from '../segment/write-key.js'
 import { IngestError, IngestSuccess, ref } from './schemas.js'
@@ -17,7 +17,19 @@ declare module 'fastify' {
     bodyText?: string
     /** The body's bytes, after decompression: what is stored. */
     bodyBytes?: Buffer
+    /** The text spells a prototype key somewhere: the messages are scanned for one. */
+    suspectKeys?: boolean
   }
+}
+
+// secure-json-parse's tests for a text that may hold a prototype key, escaped spellings included.
+const SUSPECT_PROTO = /"(?:_|\\u005[Ff])(?:_|\\u005[Ff])(?:p|\\u0070)(?:r|\\u0072)(?:o|\\u006[Ff])(?:t|\\u0074)(?:o|\\u006[Ff])(?:_|\\u005[Ff])(?:_|\\u005[Ff])"\s*:/
+const SUSPECT_CONSTRUCTOR = /"(?:c|\\u0063)(?:o|\\u006[Ff])(?:n|\\u006[Ee])(?:s|\\u0073)(?:t|\\u0074)(?:r|\\u0072)(?:u|\\u0075)(?:c|\\u0063)(?:t|\\u0074)(?:o|\\u006[Ff])(?:r|\\u0072)"\s*:/
+const PROTOTYPE_KEY_ERROR = 'forbidden key: __proto__ or constructor.prototype (prototype poisoning)'
+
+/** Whether a parsed value holds `__proto__` or `constructor.prototype` as an own key, at any depth. */
+function prototypeKeyIn (value: unknown): boolean {
+  return typeof value === 'object' && value !== null && secureJson.scan(value, { safe: true }) === null
 }
 
 const NO_BYTES = Buffer.alloc(0)
@@ -79,12 +91,15 @@ const ingest: FastifyPluginAsync = async (app) => {
       // The bytes are what gets stored (StoredRequest); a byte-order mark is no part of them.
       if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3)
       request.bodyBytes = bytes
-      request.bodyText = bytes.toString('utf8')
-      // Prototype-poisoning keys (__proto__, constructor.prototype) are refused, not stripped.
-      done(null, secureJson.parse(request.bodyText, undefined, { protoAction: 'error', constructorAction: 'error' }))
+      const text = request.bodyText = bytes.toString('utf8')
+      const body: unknown = JSON.parse(text)
+      // Prototype-poisoning keys (__proto__, constructor.prototype) are refused, not stripped —
+      // the message that holds one alone (see prototypeKeyIn). Looked for only when the text
+      // has one (secure-json-parse's own test).
+      request.suspectKeys = SUSPECT_PROTO.test(text) || SUSPECT_CONSTRUCTOR.test(text)
+      done(null, body)
     } catch (err) {
-      const message = (err as Error).message
-      done(new IngestHttpError(400, /prototype/i.test(message) ? `forbidden key in the JSON body: ${message}` : `malformed JSON: ${message}`), undefined)
+      done(new IngestHttpError(400, `malformed JSON: ${(err as Error).message}`), undefined)
     }
   })
 
@@ -183,7 +198,7 @@ const ingest: FastifyPluginAsync = async (app) => {
     const sourceId = typeof source === 'string' ? source : await source
     const limited = limit(sourceId, 1)
     if (limited !== undefined) await limited
-    const checked = checkMessage(body, pathType)
+    const checked = request.suspectKeys === true && prototypeKeyIn(body) ? { ok: false as const, error: PROTOTYPE_KEY_ERROR } : checkMessage(body, pathType)
     const stored = storedRequest(sourceId, checked.messageId !== undefined, pathType)
     if (!checked.ok) {
       countRejected(stored)
@@ -210,11 +225,17 @@ const ingest: FastifyPluginAsync = async (app) => {
     const sourceId = typeof source === 'string' ? source : await source
     await limit(sourceId, Math.max(1, items.length))
 
-    if (parseTime(body.sentAt) === null) throw new IngestHttpError(400, 'sentAt must be an ISO-8601 date-time')
+    // A batch's sentAt that is not a time (or is out of range) is ignored, as a message's is.
     for (const field of ['context', 'integrations'] as const) {
       if (body[field] !== undefined && body[field] !== null && !isPlainObject(body[field])) throw new IngestHttpError(400, `${field} must be an object`)
     }
-    const { submission, rejected } = checkBatch(sourceId, request.bodyText!, request.bodyBytes!, items)
+    // The batch's context and integrations are merged into every message: bounded like one.
+    const envelope = { context: body.context, integrations: body.integrations }
+    const envelopeShape = shapeError(envelope)
+    if (envelopeShape !== undefined) throw new IngestHttpError(400, `the batch's context and integrations: ${envelopeShape.replace(/^message /, '')}`)
+    // Outside its messages (whose own are rejected one by one), a batch with one is refused whole.
+    if (request.suspectKeys === true && prototypeKeyIn({ ...body, batch: null })) throw new IngestHttpError(400, `the batch, outside its messages, has a ${PROTOTYPE_KEY_ERROR}`)
+    const { submission, rejected } = checkBatch(sourceId, request.bodyText!, request.bodyBytes!, items, request.suspectKeys === true)
     // Only the bytes are stored: the parsed messages and the text can go before the wait for
     // Redis (kept, they would survive young-generation collections by the thousand under load).
     request.body = undefined
@@ -224,14 +245,16 @@ const ingest: FastifyPluginAsync = async (app) => {
   }
 
   /** Checks every message of a batch: what to store, and what is rejected, with why. */
-  function checkBatch (sourceId: string, text: string, bytes: Buffer, items: unknown[]) {
+  function checkBatch (sourceId: string, text: string, bytes: Buffer, items: unknown[], suspectKeys: boolean) {
     const sizes = messageSizes(text, bytes.length, items)
     const rejected: Array<{ index: number, messageId?: string, error: string }> = []
     const ids: string[] = []
     const indexes: number[] = []
     items.forEach((item, index) => {
       const checked = checkMessage(item)
-      if (!checked.ok) {
+      if (checked.ok && suspectKeys && prototypeKeyIn(item)) {
+        rejected.push({ index, messageId: checked.messageId, error: PROTOTYPE_KEY_ERROR })
+      } else if (!checked.ok) {
         rejected.push({ index, messageId: checked.messageId, error: checked.error })
       } else if (sizes !== undefined && sizes(index) > config.MAX_MESSAGE_BYTES) {
         rejected.push({ index, messageId: checked.messageId, error: tooLargeError(sizes(index)) })

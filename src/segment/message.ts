@@ -21,6 +21,12 @@ export const PATH_TYPES: Readonly<Record<string, MessageType>> = {
 }
 
 const MAX_MESSAGE_ID_LENGTH = 100
+// User, anonymous, previous and group ids name profiles (and so Redis keys): bounded.
+export const MAX_ID_LENGTH = 1024
+// What the worker can process: JSON.stringify (the profile's traits, a conversion's custom_data)
+// recurses once a level and overflows the stack near 5,000; nothing a client means is that deep.
+export const MAX_DEPTH = 64
+export const MAX_KEYS = 10_000
 const OBJECT_FIELDS = ['properties', 'traits', 'context', 'integrations'] as const
 const ID_FIELDS = ['userId', 'anonymousId', 'groupId', 'previousId'] as const
 
@@ -45,7 +51,10 @@ export function isPlainObject (value: unknown): value is Record<string, unknown>
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
-/** Parses an ISO-8601 time the way Segment does; `undefined` when absent, `null` when invalid. */
+/**
+ * Parses a client's ISO-8601 time; `undefined` when absent, `null` when not a time the service
+ * takes (see parseTimeMs).
+ */
 export function parseTime (value: unknown): DateTime | undefined | null {
   const ms = parseTimeMs(value)
   return ms === undefined || ms === null ? ms : DateTime.fromMillis(ms, { zone: 'utc' })
@@ -54,17 +63,28 @@ export function parseTime (value: unknown): DateTime | undefined | null {
 // What every official client sends (`2024-05-01T12:00:00.000Z`, or with an offset): Date.parse
 // reads it exactly and ten times faster than luxon. Every other ISO-8601 form goes to luxon.
 const CANONICAL_ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?(?:Z|[+-]\d{2}:\d{2})$/
+// The longest ISO-8601 date-time worth parsing (`+002024-05-01T12:00:00.123456789+05:30` is 38).
+const MAX_TIME_LENGTH = 64
+// Client clocks are believed between these (the years 1970 to 2100): a time outside is a broken
+// clock, and one far enough out (`+275760-09-13`) is past what a JavaScript Date can hold once
+// corrected for skew.
+const EARLIEST_TIME_MS = Date.UTC(1970, 0, 1)
+const LATEST_TIME_MS = Date.UTC(2101, 0, 1) - 1
 
-/** An ISO-8601 time in ms; `undefined` when absent, `null` when invalid. */
+/**
+ * A client's ISO-8601 time in ms; `undefined` when absent, `null` when it is not a date-time or
+ * lies outside the years 1970 to 2100.
+ */
 export function parseTimeMs (value: unknown): number | undefined | null {
   if (value === undefined || value === null) return undefined
-  if (typeof value !== 'string') return null
-  if (CANONICAL_ISO.test(value)) {
-    const ms = Date.parse(value)
-    if (!Number.isNaN(ms)) return ms
+  if (typeof value !== 'string' || value.length > MAX_TIME_LENGTH) return null
+  let ms = CANONICAL_ISO.test(value) ? Date.parse(value) : Number.NaN
+  if (Number.isNaN(ms)) {
+    const time = DateTime.fromISO(value, { zone: 'utc' })
+    if (!time.isValid) return null
+    ms = time.toMillis()
   }
-  const time = DateTime.fromISO(value, { zone: 'utc' })
-  return time.isValid ? time.toMillis() : null
+  return ms >= EARLIEST_TIME_MS && ms <= LATEST_TIME_MS ? ms : null
 }
 
 function iso (ms: number): string {
@@ -88,7 +108,7 @@ function fail (error: string, raw: Record<string, unknown>): { ok: false, error:
 }
 
 export type Checked =
-  | { ok: true, type: MessageType, messageId?: string, clientTime?: number, ownSentAt?: number }
+  | { ok: true, type: MessageType, messageId?: string, clientTime?: number, ownSentAt?: number, badSentAt?: boolean }
   | { ok: false, error: string, messageId?: string }
 
 /**
@@ -114,6 +134,7 @@ export function checkMessage (raw: unknown, pathType?: MessageType): Checked {
     if (value !== undefined && value !== null && !(typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value)))) {
       return fail(`${field} must be a string`, raw)
     }
+    if (typeof value === 'string' && value.length > MAX_ID_LENGTH) return fail(`${field} must be at most ${MAX_ID_LENGTH} characters`, raw)
   }
   if (type === 'alias') {
     if (idString(raw.userId) === undefined) return fail('userId is required for alias', raw)
@@ -141,15 +162,17 @@ export function checkMessage (raw: unknown, pathType?: MessageType): Checked {
     const value = raw[field]
     if (value !== undefined && value !== null && !isPlainObject(value)) return fail(`${field} must be an object`, raw)
   }
+  const shape = shapeError(raw)
+  if (shape !== undefined) return fail(shape, raw)
   for (const field of ['name', 'category'] as const) {
     if (raw[field] !== undefined && raw[field] !== null && typeof raw[field] !== 'string') return fail(`${field} must be a string`, raw)
   }
 
-  const clientTime = parseTimeMs(raw.timestamp)
-  if (clientTime === null) return fail('timestamp must be an ISO-8601 date-time', raw)
-  const ownSentAt = parseTimeMs(raw.sentAt)
-  if (ownSentAt === null) return fail('sentAt must be an ISO-8601 date-time', raw)
-  return { ok: true, type, messageId, clientTime, ownSentAt }
+  // A broken client clock must not cost the event: a time that is not one, or is out of range, is
+  // ignored as if absent (the corrected time falls back to receivedAt).
+  const clientTime = parseTimeMs(raw.timestamp) ?? undefined
+  const sentAt = parseTimeMs(raw.sentAt)
+  return { ok: true, type, messageId, clientTime, ownSentAt: sentAt ?? undefined, badSentAt: sentAt === null }
 }
 
 /**
@@ -200,9 +223,49 @@ export function prepareMessage (raw: unknown, envelope: RequestEnvelope, index =
   if (type === 'group') message.groupId = idString(message.groupId)
   if (type === 'alias') message.previousId = idString(message.previousId)
   if (sentAt !== undefined) message.sentAt = ownSentAt === undefined ? isoOfReceived(envelope.sentAt!) : iso(sentAt)
+  else if (checked.badSentAt === true) delete message.sentAt
   if (envelope.context !== undefined) message.context = { ...envelope.context, ...message.context }
   if (envelope.integrations !== undefined) message.integrations = { ...envelope.integrations, ...message.integrations }
   return { ok: true, message }
+}
+
+/**
+ * Whether a message is deeper than MAX_DEPTH levels (the message itself is the first) or has
+ * more than MAX_KEYS keys in all; undefined when it is within both. A walk that goes no deeper
+ * than the bound, so it cannot overflow the stack itself: on a batch of 100 messages (38 KB) it
+ * costs ~13 µs against ~150 µs for JSON.parse and ~42 µs for a scan of the text that skips strings.
+ */
+export function shapeError (message: Record<string, unknown>): string | undefined {
+  const keys = { count: 0 }
+  const depth = deepest(message, 1, keys)
+  if (depth > MAX_DEPTH) return `message is nested deeper than ${MAX_DEPTH} levels`
+  if (keys.count > MAX_KEYS) return `message has more than ${MAX_KEYS} keys in all`
+  return undefined
+}
+
+/** The depth of `value` at `level`, stopping once past MAX_DEPTH or MAX_KEYS. */
+function deepest (value: object, level: number, keys: { count: number }): number {
+  if (level > MAX_DEPTH) return level
+  let max = level
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const item: unknown = value[i]
+      if (typeof item === 'object' && item !== null) {
+        const depth = deepest(item, level + 1, keys)
+        if (depth > max && (max = depth) > MAX_DEPTH) return max
+      }
+    }
+    return max
+  }
+  for (const key in value) {
+    if (++keys.count > MAX_KEYS) return max
+    const item: unknown = (value as Record<string, unknown>)[key]
+    if (typeof item === 'object' && item !== null) {
+      const depth = deepest(item, level + 1, keys)
+      if (depth > max && (max = depth) > MAX_DEPTH) return max
+    }
+  }
+  return max
 }
 
 /** Segment ids are strings; some clients send numbers. Blank means absent. */

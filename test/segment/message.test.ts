@@ -47,14 +47,70 @@ t.test('validation rules: each failure names the field and the rule', async (t) 
     ['integrations an array', { type: 'identify', userId: 'u1', integrations: [] }, /integrations must be an object/],
     ['page name not a string', { type: 'page', userId: 'u1', name: 5 }, /name must be a string/],
     ['page category not a string', { type: 'page', userId: 'u1', category: {} }, /category must be a string/],
-    ['unparseable timestamp', { type: 'identify', userId: 'u1', timestamp: 'yesterday' }, /timestamp must be an ISO-8601 date-time/],
-    ['impossible timestamp', { type: 'identify', userId: 'u1', timestamp: '2024-13-45T00:00:00Z' }, /timestamp must be an ISO-8601 date-time/],
-    ['numeric timestamp', { type: 'identify', userId: 'u1', timestamp: 1714564800000 }, /timestamp must be an ISO-8601 date-time/],
-    ['bad sentAt', { type: 'identify', userId: 'u1', sentAt: 'now' }, /sentAt must be an ISO-8601 date-time/]
+    ['userId over 1,024 characters', { type: 'identify', userId: 'u'.repeat(1025) }, /userId must be at most 1024 characters/],
+    ['anonymousId over 1,024 characters', { type: 'identify', anonymousId: 'a'.repeat(1025) }, /anonymousId must be at most 1024 characters/],
+    ['previousId over 1,024 characters', { type: 'alias', userId: 'u1', previousId: 'p'.repeat(1025) }, /previousId must be at most 1024 characters/],
+    ['groupId over 1,024 characters', { type: 'group', userId: 'u1', groupId: 'g'.repeat(1025) }, /groupId must be at most 1024 characters/],
+    ['nested deeper than 64 levels', { type: 'identify', userId: 'u1', traits: nested(64) }, /nested deeper than 64 levels/],
+    ['arrays nested deeper than 64 levels', { type: 'track', userId: 'u1', event: 'E', properties: { list: nestedArray(70) } }, /nested deeper than 64 levels/],
+    ['more than 10,000 keys in all', { type: 'track', userId: 'u1', event: 'E', properties: manyKeys(10_001) }, /more than 10000 keys/]
   ]
   for (const [name, raw, error] of cases) {
     t.match(rejected(prepareMessage(raw, batchEnvelope)).error, error, name)
   }
+})
+
+/** `{d: {d: … {end: true}}}`: with the message around it, `levels` + 1 levels deep. */
+function nested (levels: number): Record<string, unknown> {
+  let value: Record<string, unknown> = { end: true }
+  for (let i = 1; i < levels; i++) value = { d: value }
+  return value
+}
+
+function nestedArray (levels: number): unknown[] {
+  let value: unknown[] = []
+  for (let i = 1; i < levels; i++) value = [value]
+  return value
+}
+
+function manyKeys (count: number): Record<string, number> {
+  return Object.fromEntries(Array.from({ length: count }, (_, i) => [`k${i}`, i]))
+}
+
+t.test('the worker\'s bounds: 64 levels and 10,000 keys are fine, one more is not', async (t) => {
+  // The message is level 1, its traits level 2: traits nested(63) reach level 64.
+  accepted(prepareMessage({ type: 'identify', userId: 'u1', traits: nested(63) }, batchEnvelope))
+  accepted(prepareMessage({ type: 'track', userId: 'u1', event: 'E', properties: manyKeys(10_000 - 4) }, batchEnvelope))
+  accepted(prepareMessage({ type: 'identify', userId: 'u'.repeat(1024) }, batchEnvelope))
+  // 20,000 levels: the check itself must not overflow the stack
+  let deep: unknown = {}
+  for (let i = 0; i < 20_000; i++) deep = { d: deep }
+  t.match(rejected(prepareMessage({ type: 'identify', userId: 'u1', traits: deep }, batchEnvelope)).error, /nested deeper than 64 levels/)
+})
+
+t.test('a broken client clock does not cost the event: a time that is not one, or out of 1970–2100, is ignored', async (t) => {
+  const cases: Array<[string, Record<string, unknown>]> = [
+    ['unparseable', { timestamp: 'yesterday' }],
+    ['impossible', { timestamp: '2024-13-45T00:00:00Z' }],
+    ['numeric', { timestamp: 1714564800000 }],
+    ['past JavaScript\'s dates once corrected', { timestamp: '+275760-09-13T00:00:00Z', sentAt: '2020-01-01T00:00:00Z' }],
+    ['after 2100', { timestamp: '2101-01-01T00:00:00Z' }],
+    ['before 1970', { timestamp: '1969-12-31T23:59:59Z' }],
+    ['an overlong text', { timestamp: '2024-05-01T12:00:00' + '0'.repeat(100_000) + 'Z' }],
+    ['a bad sentAt with a good timestamp', { timestamp: '2024-05-01T11:59:00.000Z', sentAt: 'now' }]
+  ]
+  for (const [name, times] of cases) {
+    const message = accepted(prepareMessage({ type: 'track', userId: 'u1', event: 'E', ...times }, { receivedAt }))
+    t.equal(message.receivedAt, '2024-05-01T12:00:00.000Z', name)
+    const expected = name.startsWith('a bad sentAt') ? '2024-05-01T11:59:00.000Z' : '2024-05-01T12:00:00.000Z'
+    t.equal(message.timestamp, expected, `${name}: the timestamp falls back (to receivedAt, or to the client's own without a skew correction)`)
+    t.equal(message.originalTimestamp, expected, `${name}: originalTimestamp too`)
+    if (times.sentAt === '2020-01-01T00:00:00Z') t.equal(message.sentAt, '2020-01-01T00:00:00.000Z', `${name}: a good sentAt is kept`)
+    else t.notOk('sentAt' in message, `${name}: no bad sentAt kept`)
+  }
+  // The edges are in range.
+  t.equal(accepted(prepareMessage({ type: 'track', userId: 'u1', event: 'E', timestamp: '1970-01-01T00:00:00.000Z' }, { receivedAt })).originalTimestamp, '1970-01-01T00:00:00.000Z')
+  t.equal(accepted(prepareMessage({ type: 'track', userId: 'u1', event: 'E', timestamp: '2100-12-31T23:59:59.999Z' }, { receivedAt })).originalTimestamp, '2100-12-31T23:59:59.999Z')
 })
 
 t.test('a rejected message reports its messageId (cut to 100 characters) so the client can find it', async (t) => {
