@@ -204,7 +204,8 @@ function leadIdOf (context: Record<string, unknown> | undefined): string | undef
   if (!isRecord(options)) return undefined
   const raw = options.leadId
   if (typeof raw === 'number') return Number.isSafeInteger(raw) && raw > 0 ? String(raw) : undefined
-  if (typeof raw !== 'string') return undefined
+  // Meta's lead ids are ~15–20 digits; a longer text is not one (and is not worth a look).
+  if (typeof raw !== 'string' || raw.length > 64) return undefined
   const match = LEAD_ID.exec(raw.trim())
   return match === null ? undefined : match[1]
 }
