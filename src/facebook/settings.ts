@@ -96,7 +96,7 @@ function describeError (error: { instancePath: string, keyword: string, params: 
     return unknown.map((name) => `settings.${name}: is not a setting of this destination`).join('; ')
   }
   const [setting, entry] = path
-  const rule = SETTING_RULES[setting]
+  const rule = Object.hasOwn(SETTING_RULES, setting) ? SETTING_RULES[setting] : undefined
   if (rule === undefined) return `settings.${setting}: is not a setting of this destination`
   if (entry !== undefined && DATASET_MAPS.has(setting)) {
     return `settings.${setting}[${JSON.stringify(entry)}]: ${DATASET_ID_RULE}`
@@ -112,7 +112,9 @@ export function parseFacebookSettings (input: unknown): { settings: FacebookSett
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     return { error: 'settings: must be an object' }
   }
-  const settings = Value.Default(FacebookSettingsSchema, Value.Clone(input))
+  // structuredClone, not TypeBox's Value.Clone: that one drops a key named `constructor` (an event name
+  // like any other in a map)
+  const settings = Value.Default(FacebookSettingsSchema, structuredClone(input))
   if (Value.Check(FacebookSettingsSchema, settings)) {
     return { settings: settings as FacebookSettings }
   }

@@ -18,7 +18,9 @@ export function audienceChange (message: SegmentMessage): AudienceChange | undef
   const personas = (message.context as { personas?: Record<string, unknown> } | undefined)?.personas
   if (typeof personas !== 'object' || personas === null) return undefined
   if (personas.computation_class !== 'audience' || typeof personas.computation_key !== 'string') return undefined
-  const member = message.traits?.[personas.computation_key]
+  // Own properties only: `constructor` or `toString` as a key must not find Object.prototype's.
+  const traits = message.traits
+  const member = traits !== undefined && Object.hasOwn(traits, personas.computation_key) ? traits[personas.computation_key] : undefined
   if (typeof member !== 'boolean') return undefined
   const computationId = typeof personas.computation_id === 'string' ? personas.computation_id : undefined
   return { computationId, key: personas.computation_key, member }
