@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { createGunzip, createInflate } from 'node:zlib'
-import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest, RequestPayload } from 'fastify'
 import secureJson from 'secure-json-parse'
 import { Type } from 'typebox'
 import { UnavailableError, type Submission } from '../../plugins/ingest-buffer.js'
@@ -8,7 +8,7 @@ import { batchItemSpans, minimumJsonBytes } from '../segment/batch-text.js'
 import { lazyRequestLogger } from '../request-logger.js'
 import { checkMessage, isPlainObject, PATH_TYPES, shapeError } from '../segment/message.js'
 import type { MessageType } from '../segment/types.js'
-import { writeKeyFromBody, writeKeyFromHeader } from '../segment/write-key.js'
+import { writeKeyFromBody, writeKeyFromHeader, writeKeysInText } from '../segment/write-key.js'
 import { IngestError, IngestSuccess, ref } from './schemas.js'
 
 declare module 'fastify' {
@@ -19,6 +19,8 @@ declare module 'fastify' {
     bodyBytes?: Buffer
     /** The text spells a prototype key somewhere: the messages are scanned for one. */
     suspectKeys?: boolean
+    /** The source of the write key in the request's Basic header, found before the body was read. */
+    sourceId?: string
   }
 }
 
@@ -87,21 +89,54 @@ const ingest: FastifyPluginAsync = async (app) => {
     // This parser takes every body (Fastify's own JSON parser, which would say so, is removed).
     let bytes = body as Buffer
     if (bytes.length === 0) return done(new IngestHttpError(400, 'the body is empty; send a JSON message or batch'), undefined)
-    try {
-      // The bytes are what gets stored (StoredRequest); a byte-order mark is no part of them.
-      if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3)
-      request.bodyBytes = bytes
-      const text = request.bodyText = bytes.toString('utf8')
-      const body: unknown = JSON.parse(text)
-      // Prototype-poisoning keys (__proto__, constructor.prototype) are refused, not stripped —
-      // the message that holds one alone (see prototypeKeyIn). Looked for only when the text
-      // has one (secure-json-parse's own test).
-      request.suspectKeys = SUSPECT_PROTO.test(text) || SUSPECT_CONSTRUCTOR.test(text)
-      done(null, body)
-    } catch (err) {
-      done(new IngestHttpError(400, `malformed JSON: ${(err as Error).message}`), undefined)
-    }
+    // The bytes are what gets stored (StoredRequest); a byte-order mark is no part of them.
+    if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3)
+    request.bodyBytes = bytes
+    request.bodyText = bytes.toString('utf8')
+    // Without a key in the header, the body must give one: a body that gives no known key is
+    // refused before its parse (a 4 MB parse costs a core ~30 ms).
+    if (request.sourceId !== undefined) return parseBody(request, done)
+    const candidates = writeKeysInText(request.bodyText)
+    if (candidates === undefined) return parseBody(request, done)
+    if (candidates.length === 0) return done(missingWriteKey(), undefined)
+    const known = anyKnownWriteKey(candidates)
+    if (known === true) return parseBody(request, done)
+    if (known === false) return done(new IngestHttpError(401, 'unknown write key'), undefined)
+    known.then(
+      (found) => found ? parseBody(request, done) : done(new IngestHttpError(401, 'unknown write key'), undefined),
+      (err) => done(Object.assign(new UnavailableError('storage (Redis) is unreachable; retry later'), { cause: err }), undefined))
   })
+
+  function parseBody (request: FastifyRequest, done: (err: Error | null, body?: unknown) => void): void {
+    const text = request.bodyText!
+    let body: unknown
+    try {
+      body = JSON.parse(text)
+    } catch (err) {
+      return done(new IngestHttpError(400, `malformed JSON: ${(err as Error).message}`), undefined)
+    }
+    // Prototype-poisoning keys (__proto__, constructor.prototype) are refused, not stripped —
+    // the message that holds one alone (see prototypeKeyIn). Looked for only when the text has
+    // one (secure-json-parse's own test).
+    request.suspectKeys = SUSPECT_PROTO.test(text) || SUSPECT_CONSTRUCTOR.test(text)
+    done(null, body)
+  }
+
+  /** Whether any of the keys is a source's; without a promise when the cache knows them all. */
+  function anyKnownWriteKey (keys: string[]): boolean | Promise<boolean> {
+    const pending: Array<Promise<string | null>> = []
+    for (const key of keys) {
+      const found = app.sources.resolveWriteKey(key)
+      if (typeof found === 'string') return true
+      if (found !== null) pending.push(found)
+    }
+    if (pending.length === 0) return false
+    return Promise.all(pending).then((found) => found.some((sourceId) => sourceId !== null))
+  }
+
+  function missingWriteKey (): IngestHttpError {
+    return new IngestHttpError(401, 'missing write key: send it as the HTTP Basic user name or as writeKey in the body')
+  }
 
   // One hook, in callback form: on every request of the hottest routes, each hook costs a run of
   // Fastify's hook runner, and an async one a promise as well.
@@ -112,6 +147,23 @@ const ingest: FastifyPluginAsync = async (app) => {
     // (`json`, `text`, an empty value) with 415 before any parser runs, and a client drops a
     // batch answered 4xx. The one parser below ignores the type, so any value will do.
     if (request.headers['content-type'] !== undefined) request.headers['content-type'] = 'application/json'
+    // Cheap rejection first: a write key in the header is checked before the body is read.
+    const headerKey = request.method === 'POST' ? writeKeyFromHeader(request.headers.authorization) : undefined
+    if (headerKey === undefined) return decompressed(request, payload, done)
+    const found = app.sources.resolveWriteKey(headerKey)
+    if (typeof found === 'string') {
+      request.sourceId = found
+      return decompressed(request, payload, done)
+    }
+    if (found === null) return done(unknownWriteKey())
+    found.then((sourceId) => {
+      if (sourceId === null) return done(unknownWriteKey())
+      request.sourceId = sourceId
+      decompressed(request, payload, done)
+    }, (err) => done(Object.assign(new UnavailableError('storage (Redis) is unreachable; retry later'), { cause: err })))
+  })
+
+  function decompressed (request: FastifyRequest, payload: RequestPayload, done: (err: Error | null, payload?: RequestPayload) => void): void {
     const encoding = request.headers['content-encoding']?.toLowerCase()
     if (encoding === undefined || encoding === 'identity') return done(null, payload)
     if (encoding !== 'gzip' && encoding !== 'deflate') return done(new IngestHttpError(415, `unsupported Content-Encoding "${encoding}" (gzip, deflate or none)`))
@@ -120,7 +172,12 @@ const ingest: FastifyPluginAsync = async (app) => {
     payload.on('data', (chunk: Buffer) => { inflated.receivedEncodedLength += chunk.length })
     payload.on('error', (err) => inflated.destroy(err))
     done(null, payload.pipe(inflated))
-  })
+  }
+
+  /** A 401 sent before the body is read: the connection closes rather than take the rest. */
+  function unknownWriteKey (): IngestHttpError {
+    return new IngestHttpError(401, 'unknown write key', { connection: 'close' })
+  }
 
   app.setErrorHandler((err: FastifyError | IngestHttpError, request, reply) => {
     let statusCode = err.statusCode ?? 500
@@ -147,8 +204,9 @@ const ingest: FastifyPluginAsync = async (app) => {
    * an await costs a single-message request more than the lookup.
    */
   function sourceFor (request: FastifyRequest, body: Record<string, unknown>, messages: readonly unknown[]): string | Promise<string> {
+    if (request.sourceId !== undefined) return request.sourceId
     const writeKey = writeKeyFromHeader(request.headers.authorization) ?? writeKeyFromBody(body, messages)
-    if (writeKey === undefined) throw new IngestHttpError(401, 'missing write key: send it as the HTTP Basic user name or as writeKey in the body')
+    if (writeKey === undefined) throw missingWriteKey()
     const found = app.sources.resolveWriteKey(writeKey)
     if (typeof found === 'string' || found === null) return knownSource(found)
     return found.then(knownSource, (err) => {
