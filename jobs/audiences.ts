@@ -3,7 +3,7 @@ import { DelayedError, type Job, type Queue } from 'bullmq'
 import type { ChainableCommander, Redis, Result } from 'ioredis'
 import { compile, type AudienceStore, type CompiledAudience, type StoredAudience, type SyncState } from '../plugins/audiences.js'
 import { profileFields, readProfile, type ProfileStore } from '../plugins/profiles.js'
-import { matchesWhere } from '../src/audiences/condition.js'
+import { matchesWhere, MAX_EVENT_NAME_BYTES } from '../src/audiences/condition.js'
 import { dayNumber, evaluate, type CountedLeaf } from '../src/audiences/evaluate.js'
 import { DESTINATION_NAME } from '../src/facebook/settings.js'
 import type { RedisKeys } from '../src/keys.js'
@@ -145,6 +145,8 @@ export class AudienceEngine {
   }
 
   private async loadEventCode (sourceId: string, event: string, codes: Map<string, string>): Promise<string | undefined> {
+    // Names are bounded by size as well as by count: a client may send any text as an event.
+    if (Buffer.byteLength(event) > MAX_EVENT_NAME_BYTES) return undefined
     const key = this.deps.keys.eventCodes(sourceId)
     let code = await this.deps.redis.hget(key, event)
     if (code === null) {
@@ -175,6 +177,9 @@ export class AudienceEngine {
     const history = new Map<string, Map<string, number>>()
     // Whether to keep the legacy format's birthday parts: asked once per job, when needed.
     let legacyBirthday: boolean | undefined
+    /** Profiles this job's messages wrote (activity: they live on), and those whose properties say audiences. */
+    const active = new Set<string>()
+    const retained = new Set<string>()
     const touch = (profileId: string, audience: CompiledAudience) => {
       let set = affected.get(profileId)
       if (set === undefined) affected.set(profileId, (set = new Set()))
@@ -190,6 +195,12 @@ export class AudienceEngine {
         const update = context.guard('profiles', message, () => identifyUpdate(message, legacyBirthday!, ownAudienceIds))
         if (update === SET_ASIDE) continue
         profiles.applyIdentify(writes, sourceId, profileId, message.anonymousId, update.fields)
+        if (Object.keys(update.fields).length > 0) {
+          const key = keys.profile(sourceId, profileId)
+          active.add(key)
+          // An Engage membership written as a property: whether the profile is kept changes.
+          if (Object.keys(update.fields).some((field) => field.startsWith('a:'))) retained.add(profileId)
+        }
         // Our own sync's identifies change nothing the engine does not know already.
         if (!update.ownEmission) {
           context.guard('audiences', message, () => {
@@ -217,6 +228,7 @@ export class AudienceEngine {
         if (fields === SET_ASIDE) continue
         const profileKey = keys.profile(sourceId, profileId)
         if (fields.length > 0) {
+          active.add(profileKey)
           let counts = history.get(profileKey)
           if (counts === undefined) history.set(profileKey, (counts = new Map()))
           for (const field of fields) counts.set(field, (counts.get(field) ?? 0) + 1)
@@ -240,6 +252,8 @@ export class AudienceEngine {
       }
       writes.historyAdd(chunk.length, ...chunk, ...args)
     }
+    profiles.touch(writes, sourceId, active, now)
+    for (const profileId of retained) profiles.retain(writes, sourceId, profileId, now)
     if (writes.length > 0) await writes.exec()
     if (affected.size > 0) await this.reevaluate(sourceId, affected, 'realtime')
   }
@@ -264,6 +278,7 @@ export class AudienceEngine {
     let changes = 0
     let a = 0
     for (const id of profileIds) {
+      const changesBefore = changes
       const raw = answers[a++][1] as Record<string, Buffer>
       const history = readHistory(raw)
       const profile = readProfile(raw)
@@ -299,6 +314,8 @@ export class AudienceEngine {
           changes++
         }
       }
+      // A member's profile is kept; one that left its last audience expires again.
+      if (changes > changesBefore) this.deps.profiles.retain(writes, sourceId, id, now)
     }
     if (writes.length > 0) await writes.exec()
     if (mode === 'realtime') for (const audienceId of changedAudiences) await this.scheduleSync(audienceId)
@@ -517,7 +534,10 @@ export class AudienceEngine {
         if (writeProfiles) {
           // The engine keeps the profile's property (its own identifies do not write it).
           const writes = redis.pipeline()
-          for (const id of members) writes.hset(keys.profile(audience.sourceId, id), `a:${audience.key}`, member ? '1' : '0')
+          for (const id of members) {
+            writes.hset(keys.profile(audience.sourceId, id), `a:${audience.key}`, member ? '1' : '0')
+            this.deps.profiles.retain(writes, audience.sourceId, id, this.now())
+          }
           await writes.exec()
         }
         await this.emit(audience, members.map((id) => ({ profileId: id, member, version: tag })), `${audience.id}-${tag}-${cursor}`, destinationIds)

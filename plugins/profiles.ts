@@ -123,22 +123,130 @@ for k = 1, #KEYS do
 end
 return out`
 
+// A profile lives HISTORY_RETENTION past the end of the UTC day of its user's last activity (an
+// identify, a track), unless its user belongs to an audience. Each is counted in its source's
+// `profile-counts` hash under that day (`_d` in the profile says which), or under `kept` (`_k`):
+// the number of profiles kept is the sum of the days not yet past, and `kept`. A profile's expiry
+// and its day's end coincide, so the count is exact. (Profiles of earlier builds are counted, and
+// get their expiry, at their next activity.)
+//   KEYS: the counts hash, then profile hashes; ARGV: the day, the time the day's profiles expire.
+const PROFILES_TOUCH = `
+local counts, day, expireAt = KEYS[1], ARGV[1], ARGV[2]
+for k = 2, #KEYS do
+  local key = KEYS[k]
+  if redis.call('HEXISTS', key, '_k') == 0 then
+    local old = redis.call('HGET', key, '_d')
+    if old ~= day then
+      if old then redis.call('HINCRBY', counts, old, -1) end
+      redis.call('HINCRBY', counts, day, 1)
+      redis.call('HSET', key, '_d', day)
+    end
+    redis.call('PEXPIREAT', key, expireAt)
+  end
+end
+return 1`
+
+// After a membership change: a profile with any audience property true is kept (no expiry,
+// counted under `kept`); one without, counted under its day again and expiring.
+//   KEYS: the counts hash, the profile; ARGV: the day, the time the day's profiles expire.
+const PROFILE_RETAIN = `
+local counts, key, day, expireAt = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local flat = redis.call('HGETALL', key)
+if #flat == 0 then return 0 end
+local member = false
+for i = 1, #flat, 2 do
+  if flat[i + 1] == '1' and string.sub(flat[i], 1, 2) == 'a:' then member = true break end
+end
+local kept = redis.call('HEXISTS', key, '_k') == 1
+local old = redis.call('HGET', key, '_d')
+if member and not kept then
+  if old then redis.call('HINCRBY', counts, old, -1) end
+  redis.call('HINCRBY', counts, 'kept', 1)
+  redis.call('HSET', key, '_k', '1')
+  redis.call('HDEL', key, '_d')
+  redis.call('PERSIST', key)
+elseif not member and (kept or not old) then
+  if kept then redis.call('HINCRBY', counts, 'kept', -1) end
+  redis.call('HDEL', key, '_k')
+  redis.call('HSET', key, '_d', day)
+  redis.call('HINCRBY', counts, day, 1)
+  redis.call('PEXPIREAT', key, expireAt)
+end
+return 1`
+
+/** Profile keys per touch command. */
+const TOUCH_CHUNK = 500
+
 /** Profiles read per command: bounds the reply and the time Redis spends on one call. */
 const READ_CHUNK = 500
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     profilesReadBuffer(numKeys: number, ...keys: string[]): Result<Buffer[][], Context>
+    profilesTouch(numKeys: number, ...keysAndArgs: Array<string | number>): Result<number, Context>
+    profileRetain(countsKey: string, profileKey: string, day: number, expireAt: number): Result<number, Context>
   }
 }
+
+const DAY_MS = 86_400_000
 
 /**
  * User profiles per source, keyed by userId (an anonymous user by `anon:<anonymousId>` until an
  * identify links the two). Keys spread by user (`{userId}` hash tag), never under one tag.
  */
 export class ProfileStore {
+  /** Profiles this process touched today (PROFILES_TOUCH is the same all day): key → day. Bounded. */
+  private readonly touchedToday = new Map<string, number>()
+
   constructor (private readonly redis: Redis, private readonly keys: RedisKeys, readonly retentionMs: number) {
     redis.defineCommand('profilesRead', { lua: PROFILES_READ })
+    redis.defineCommand('profilesTouch', { lua: PROFILES_TOUCH })
+    redis.defineCommand('profileRetain', { numberOfKeys: 2, lua: PROFILE_RETAIN })
+  }
+
+  /** When the profiles active on `day` expire: HISTORY_RETENTION after the day's end. */
+  expiresAt (day: number): number {
+    return (day + 1) * DAY_MS + this.retentionMs
+  }
+
+  /**
+   * Queues on `pipeline` what activity today does to these profiles (keys): each expires
+   * HISTORY_RETENTION after today unless kept, and is counted. Once a day per profile and process.
+   */
+  touch (pipeline: ChainableCommander, sourceId: string, profileKeys: Iterable<string>, now: number): void {
+    const day = Math.floor(now / DAY_MS)
+    const due: string[] = []
+    for (const key of profileKeys) {
+      if (this.touchedToday.get(key) === day) continue
+      if (this.touchedToday.size >= 100_000) this.touchedToday.clear()
+      this.touchedToday.set(key, day)
+      due.push(key)
+    }
+    const counts = this.keys.profileCounts(sourceId)
+    for (let i = 0; i < due.length; i += TOUCH_CHUNK) {
+      const chunk = due.slice(i, i + TOUCH_CHUNK)
+      pipeline.profilesTouch(chunk.length + 1, counts, ...chunk, day, this.expiresAt(day))
+    }
+  }
+
+  /** Queues, after a membership change of the profile, whether it is kept (a member) or expires. */
+  retain (pipeline: ChainableCommander, sourceId: string, profileId: string, now: number): void {
+    const day = Math.floor(now / DAY_MS)
+    pipeline.profileRetain(this.keys.profileCounts(sourceId), this.keys.profile(sourceId, profileId), day, this.expiresAt(day))
+  }
+
+  /** How many profiles the source keeps: those of days not yet expired, and audience members. */
+  async count (sourceId: string, now = Date.now()): Promise<number> {
+    const key = this.keys.profileCounts(sourceId)
+    const counts = await this.redis.hgetall(key)
+    let total = 0
+    const expired: string[] = []
+    for (const [field, value] of Object.entries(counts)) {
+      if (field === 'kept' || this.expiresAt(Number(field)) > now) total += Number(value)
+      else expired.push(field)
+    }
+    if (expired.length > 0) await this.redis.hdel(key, ...expired)
+    return Math.max(0, total)
   }
 
   /** The profile id of each message's user: userId, else the user its anonymousId is linked to. */

@@ -22,6 +22,8 @@ export function redisKeys (prefix: string) {
     // Profiles (with their event history) spread by user: one hash slot per user, not per source.
     profile: (sourceId: string, profileId: string) => `${prefix}:profile:${sourceId}:{${profileId}}`,
     profilePattern: (sourceId: string) => `${prefix}:profile:${sourceId}:*`,
+    // A source's profiles counted by the day they expire (and `kept`: audience members).
+    profileCounts: (sourceId: string) => `${prefix}:profile-counts:{${sourceId}}`,
     anonymousLink: (sourceId: string, anonymousId: string) => `${prefix}:anon:${sourceId}:{${anonymousId}}`,
     eventCodes: (sourceId: string) => `${prefix}:event-codes:${sourceId}`,
     audiences: `${prefix}:audiences`,

@@ -18,6 +18,11 @@ export const MAX_CONDITIONS = 50
 /** Groups nest at most this deep: a leaf sits inside at most 5 groups. */
 export const MAX_GROUP_DEPTH = 5
 export const MAX_AT_LEAST = 10_000
+/**
+ * Event names get history (and so can be an audience's) up to this many bytes of UTF-8: a
+ * source's names are bounded by count and by size (10,000 × 200 bytes at most).
+ */
+export const MAX_EVENT_NAME_BYTES = 200
 
 const PropertyValue = Type.Union([Type.String(), Type.Number(), Type.Boolean()])
 
@@ -123,6 +128,7 @@ function parseEvent (state: ParseState, path: string, input: Json): EventConditi
   // only an absent atLeast defaults: null is as wrong here as anywhere else
   const atLeast = input.atLeast === undefined ? 1 : input.atLeast
   if (!isNonEmptyString(event)) fail(state, `${path}.event`, 'must be a non-empty string')
+  else if (Buffer.byteLength(event) > MAX_EVENT_NAME_BYTES) fail(state, `${path}.event`, `must be at most ${MAX_EVENT_NAME_BYTES} bytes (longer event names get no history)`)
   if (!isIntegerIn(atLeast, 1, MAX_AT_LEAST)) fail(state, `${path}.atLeast`, `must be an integer from 1 to ${MAX_AT_LEAST}`)
   const { retentionDays } = state.limits
   if (!isIntegerIn(withinDays, 1, retentionDays)) {

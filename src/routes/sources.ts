@@ -15,7 +15,8 @@ const SourceStats = Type.Object({
   accepted: Type.Integer({ description: 'Stored for processing' }),
   duplicate: Type.Integer({ description: 'Answered 200 but not stored again (messageId seen within the dedup window)' }),
   rejected: Type.Integer({ description: 'Invalid, reported to the client' }),
-  unprocessable: Type.Integer({ description: 'A part of accepted: messages the worker could not process (set aside alone, the rest of their job went on; see the log by messageId)' })
+  unprocessable: Type.Integer({ description: 'A part of accepted: messages the worker could not process (set aside alone, the rest of their job went on; see the log by messageId)' }),
+  profiles: Type.Integer({ description: 'User profiles kept: those active within HISTORY_RETENTION, and audience members (an inactive non-member\'s profile expires)' })
 })
 
 /** Admin API for sources. Every route needs the admin token. */
@@ -81,8 +82,10 @@ const sources: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/v1/sources/:sourceId/stats', {
     schema: { tags: ['sources'], summary: 'What the ingestion API did with this source\'s messages', security, params: SourceParams, response: { 200: SourceStats, 404: ref(AdminError), ...ADMIN_ERRORS } }
   }, async (request, reply) => {
-    if (await app.sources.get(request.params.sourceId) === undefined) return reply.code(404).send(notFound(request.params.sourceId))
-    return app.sources.stats(request.params.sourceId)
+    const { sourceId } = request.params
+    if (await app.sources.get(sourceId) === undefined) return reply.code(404).send(notFound(sourceId))
+    const [stats, profiles] = await Promise.all([app.sources.stats(sourceId), app.profiles.count(sourceId, app.now())])
+    return { ...stats, profiles }
   })
 }
 

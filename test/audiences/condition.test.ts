@@ -124,6 +124,7 @@ t.test('every rule has a message naming the path', async (t) => {
     [{ ...ORDERED, event: undefined }, 'condition.event: must be a non-empty string'],
     [{ ...ORDERED, event: '' }, 'condition.event: must be a non-empty string'],
     [{ ...ORDERED, event: '   ' }, 'condition.event: must be a non-empty string'],
+    [{ ...ORDERED, event: 'é'.repeat(101) }, 'condition.event: must be at most 200 bytes (longer event names get no history)'],
     [{ ...ORDERED, event: 42 }, 'condition.event: must be a non-empty string'],
     [{ ...ORDERED, atLeast: 0 }, 'condition.atLeast: must be an integer from 1 to 10000'],
     [{ ...ORDERED, atLeast: 10_001 }, 'condition.atLeast: must be an integer from 1 to 10000'],

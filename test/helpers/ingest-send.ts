@@ -20,7 +20,7 @@ export function send (app: FastifyInstance, path: string, body: unknown, options
   return app.inject({ method: 'POST', url: path, headers, payload })
 }
 
-export async function sourceStats (ctx: TestContext, sourceId: string): Promise<SourceStats> {
+export async function sourceStats (ctx: TestContext, sourceId: string): Promise<SourceStats & { profiles: number }> {
   const { statusCode, json } = await ctx.admin('GET', `/v1/sources/${sourceId}/stats`)
   if (statusCode !== 200) throw new Error(`stats of ${sourceId}: ${statusCode} ${JSON.stringify(json)}`)
   return json
