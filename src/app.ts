@@ -18,6 +18,7 @@ import swaggerPlugin from '../plugins/swagger.js'
 import workersPlugin from '../plugins/workers.js'
 import type { Config } from './config.js'
 import { FacebookSettingsSchema } from './facebook/settings.js'
+import { serverTimeouts } from './http-options.js'
 import audienceRoutes, { AudienceConditionSchema, AudienceSchema } from './routes/audiences.js'
 import destinationRoutes, { DestinationSchema } from './routes/destinations.js'
 import healthRoutes from './routes/health.js'
@@ -58,7 +59,8 @@ export async function buildApp ({ config, logger, now = Date.now }: BuildOptions
     routerOptions: { ignoreTrailingSlash: true },
     // Ingestion enforces its own limit (after decompression); admin bodies are small.
     bodyLimit: 1024 * 1024,
-    trustProxy: true
+    trustProxy: true,
+    ...serverTimeouts(config)
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(configPlugin, { config })

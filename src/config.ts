@@ -28,6 +28,17 @@ export const ConfigSchema = Type.Object({
   // Where "Connect to Facebook" sends the browser (Meta's OAuth dialog).
   FACEBOOK_OAUTH_DIALOG_URL: Type.String({ default: 'https://www.facebook.com/v21.0/dialog/oauth', pattern: '^https?://' }),
   METRICS_PUBLIC: Type.Boolean({ default: false }),
+  // Node's HTTP server timeouts, each 0 for none. Headers and request (headers and body) are
+  // counted from the connection's opening (from its first byte for a later request on a
+  // kept-alive connection) and answered 408, then the connection is closed. The connection
+  // timeout is socket inactivity at any point (a client that does not read its answer, a handler
+  // that hangs): it closes without an answer, so it is longer than the request timeout.
+  // Keep-alive: how long an idle connection is kept between requests, above load balancers' 60 s
+  // (theirs must close first, or a request can meet a socket just closed).
+  HTTP_REQUEST_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 0 }),
+  HTTP_HEADERS_TIMEOUT_MS: Type.Integer({ default: 10_000, minimum: 0 }),
+  HTTP_CONNECTION_TIMEOUT_MS: Type.Integer({ default: 60_000, minimum: 0 }),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: Type.Integer({ default: 72_000, minimum: 1 }),
   // Ingestion limits (DESIGN.md): 32 KB a message, 2,500 a batch, 4 MB a request after gunzip.
   MAX_MESSAGE_BYTES: Type.Integer({ default: 32 * 1024, minimum: 1024 }),
   MAX_BATCH_MESSAGES: Type.Integer({ default: 2500, minimum: 1 }),
@@ -98,6 +109,10 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   } catch (err) {
     // env-schema says "env/PORT must be integer"; keep the variable's name up front.
     throw new ConfigError(`invalid configuration: ${(err as Error).message.replace(/env\//g, '')}`)
+  }
+  if (raw.HTTP_HEADERS_TIMEOUT_MS > 0 && raw.HTTP_REQUEST_TIMEOUT_MS > 0 && raw.HTTP_HEADERS_TIMEOUT_MS > raw.HTTP_REQUEST_TIMEOUT_MS) {
+    // Node's http.Server refuses it: the headers are part of the request.
+    throw new ConfigError(`HTTP_HEADERS_TIMEOUT_MS (${raw.HTTP_HEADERS_TIMEOUT_MS}) must not be above HTTP_REQUEST_TIMEOUT_MS (${raw.HTTP_REQUEST_TIMEOUT_MS})`)
   }
   return {
     ...raw,
