@@ -1,6 +1,7 @@
 import { STATUS_CODES } from 'node:http'
 import fp from 'fastify-plugin'
-import type { FastifyError } from 'fastify'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import { REQUEST_ID_HEADER } from '../src/http-options.js'
 
 /**
  * Admin API errors: `{statusCode, error, message}`. A 4xx names what is wrong; a 5xx says little
@@ -32,6 +33,15 @@ export default fp(async (app) => {
     reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no route ${request.method} ${request.url.split('?')[0]}` })
   })
 }, { name: 'errors' })
+
+/**
+ * Fastify's `frameworkErrors`: a URL the router cannot decode (400) or a parameter over its
+ * length (414) is answered before any route or hook runs; in the admin shape, with the request id.
+ */
+export function frameworkErrors (err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const statusCode = err.statusCode !== undefined && err.statusCode >= 400 ? err.statusCode : 400
+  reply.header(REQUEST_ID_HEADER, request.id).code(statusCode).send({ statusCode, error: STATUS_CODES[statusCode], message: err.message })
+}
 
 /** An error with an HTTP status, for handlers to throw. */
 export function httpError (statusCode: number, message: string): FastifyError {

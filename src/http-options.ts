@@ -1,5 +1,23 @@
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
 import type { FastifyServerOptions } from 'fastify'
 import type { Config } from './config.js'
+
+export const REQUEST_ID_HEADER = 'x-request-id'
+
+// What a proxy or a client may set as a request id and we echo in a header and write to logs: no
+// spaces, quotes or line breaks, not long.
+const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+/**
+ * Fastify's `genReqId`: the incoming `x-request-id` when it is a safe token (a proxy's or a
+ * client's id ties their logs to ours), else a random one. Fastify's own `requestIdHeader`
+ * would take any value as it comes.
+ */
+export function requestId (req: IncomingMessage): string {
+  const given = req.headers[REQUEST_ID_HEADER]
+  return typeof given === 'string' && SAFE_REQUEST_ID.test(given) ? given : randomUUID()
+}
 
 /**
  * Node's HTTP server timeouts (see HTTP_* in config.ts). Fastify sets `connectionTimeout`,
