@@ -19,7 +19,7 @@ import swaggerPlugin from '../plugins/swagger.js'
 import workersPlugin from '../plugins/workers.js'
 import type { Config } from './config.js'
 import { FacebookSettingsSchema } from './facebook/settings.js'
-import { requestId, serverTimeouts } from './http-options.js'
+import { LOG_SERIALIZERS, requestId, serverTimeouts } from './http-options.js'
 import audienceRoutes, { AudienceConditionSchema, AudienceSchema } from './routes/audiences.js'
 import destinationRoutes, { DestinationSchema } from './routes/destinations.js'
 import healthRoutes from './routes/health.js'
@@ -50,13 +50,20 @@ export const LOG_REDACT = [
   '*.writeKey'
 ]
 
+/** Pino options: redaction, and request lines without query strings, whatever the caller adds. */
+function loggerOptions (config: Config, logger: BuildOptions['logger']): FastifyServerOptions['logger'] {
+  if (logger === false) return false
+  const given = typeof logger === 'object' ? logger : {}
+  return { level: config.LOG_LEVEL, redact: LOG_REDACT, ...given, serializers: { ...LOG_SERIALIZERS, ...given.serializers } }
+}
+
 /**
  * The app for a role: `api` serves HTTP, `worker` consumes queues (and serves only /health,
  * /ready), `all` does both.
  */
 export async function buildApp ({ config, logger, now = Date.now }: BuildOptions): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: logger ?? { level: config.LOG_LEVEL, redact: LOG_REDACT },
+    logger: loggerOptions(config, logger),
     routerOptions: { ignoreTrailingSlash: true },
     // Ingestion enforces its own limit (after decompression); admin bodies are small.
     bodyLimit: 1024 * 1024,

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-import type { FastifyServerOptions } from 'fastify'
+import type { FastifyRequest, FastifyServerOptions } from 'fastify'
 import type { Config } from './config.js'
 
 export const REQUEST_ID_HEADER = 'x-request-id'
@@ -17,6 +17,30 @@ const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 export function requestId (req: IncomingMessage): string {
   const given = req.headers[REQUEST_ID_HEADER]
   return typeof given === 'string' && SAFE_REQUEST_ID.test(given) ? given : randomUUID()
+}
+
+/** A URL without its query string: tokens arrive there (OAuth's `code`, `?access_token=`). */
+export function pathOnly (url: string): string {
+  const query = url.indexOf('?')
+  return query === -1 ? url : url.slice(0, query)
+}
+
+/**
+ * Pino serialisers of the request log lines ("incoming request", 5xx errors): Fastify's, but the
+ * URL without its query string.
+ */
+export const LOG_SERIALIZERS = {
+  req (request: FastifyRequest) {
+    const version = request.headers?.['accept-version']
+    return {
+      method: request.method,
+      url: pathOnly(request.url),
+      version: typeof version === 'string' ? version : undefined,
+      host: request.host,
+      remoteAddress: request.ip,
+      remotePort: request.socket?.remotePort
+    }
+  }
 }
 
 /**
