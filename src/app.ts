@@ -67,7 +67,9 @@ export async function buildApp ({ config, logger, now = Date.now }: BuildOptions
     routerOptions: { ignoreTrailingSlash: true },
     // Ingestion enforces its own limit (after decompression); admin bodies are small.
     bodyLimit: 1024 * 1024,
-    trustProxy: true,
+    // Off unless TRUST_PROXY says which proxies to believe: X-Forwarded-For from anyone else
+    // would let a client choose its own request.ip.
+    trustProxy: config.trustProxy,
     // The request id: an incoming safe x-request-id, else a random one; the log's reqId and
     // the x-request-id of every answer (plugins/http-hardening.ts).
     requestIdHeader: false,

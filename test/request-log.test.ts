@@ -77,3 +77,21 @@ t.test('the log\'s reqId is the answer\'s x-request-id', async (t) => {
   const ids = [...new Set(log.lines().filter((line) => line.msg === 'incoming request').map((line) => line.reqId))]
   t.same(ids, ['lb-trace-42', generated.headers['x-request-id']])
 })
+
+t.test('X-Forwarded-For is ignored unless TRUST_PROXY names the proxy', async (t) => {
+  const ipRoute = (app: Awaited<ReturnType<typeof buildApp>>) => { app.get('/test/ip', async (request) => ({ ip: request.ip })) }
+  const forwarded = { 'x-forwarded-for': '203.0.113.9' }
+  const cases: Array<[Record<string, string>, string, string]> = [
+    [{}, '127.0.0.1', 'by default, the peer\'s address'],
+    [{ TRUST_PROXY: '10.0.0.0/8' }, '127.0.0.1', 'from a peer that is not a listed proxy'],
+    [{ TRUST_PROXY: '127.0.0.1' }, '203.0.113.9', 'from a listed proxy'],
+    [{ TRUST_PROXY: '127.0.0.0/8,::1' }, '203.0.113.9', 'from a proxy in a listed CIDR'],
+    [{ TRUST_PROXY: 'true' }, '203.0.113.9', 'from anyone with true']
+  ]
+  for (const [env, ip, why] of cases) {
+    const log = await loggedApp(t, env, ipRoute)
+    // inject's peer is 127.0.0.1.
+    t.same((await log.app.inject({ url: '/test/ip', headers: forwarded })).json(), { ip }, `${ip} ${why}`)
+    t.equal(log.lines().find((line) => line.msg === 'incoming request')?.req.remoteAddress, ip, 'and in the request log')
+  }
+})
