@@ -6,6 +6,7 @@ import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import { isAdminToken, presentedAdminToken } from './auth.js'
+import { htmlPageHeaders } from './http-hardening.js'
 
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children'] as const
 
@@ -92,6 +93,7 @@ export default fp(async (app) => {
   board.setBasePath('/admin/queues')
   createBullBoard({ queues: queues.map((queue) => new BullMQAdapter(queue, { readOnlyMode: false })), serverAdapter: board as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'] })
   await app.register(async (scope) => {
+    await htmlPageHeaders(scope)
     scope.addHook('onRequest', guard)
     await scope.register(board.registerPlugin(), { prefix: '/admin/queues' })
   })

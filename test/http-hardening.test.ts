@@ -1,5 +1,5 @@
-import t from 'tap'
-import { ADMIN_TOKEN, basicAuth, buildTestApp } from './helpers/app.js'
+import t, { type Test } from 'tap'
+import { ADMIN_TOKEN, basicAuth, buildTestApp, type TestContext } from './helpers/app.js'
 import { startTestRedis } from './helpers/redis.js'
 
 const redis = await startTestRedis()
@@ -47,4 +47,79 @@ t.test('x-request-id: on every answer, an incoming safe one echoed, any other re
   }
   const longest = 'a'.repeat(128)
   t.equal((await ctx.app.inject({ url: '/health', headers: { 'x-request-id': longest } })).headers['x-request-id'], longest, '128 characters are taken')
+})
+
+/** The page's scripts and stylesheets, resolved against the page (or its <base href>). */
+function assetsOf (html: string, pageUrl: string): { scripts: URL[], styles: URL[], inlineScripts: number } {
+  const base = new URL(/<base href="([^"]+)"/.exec(html)?.[1] ?? pageUrl, 'http://relay.test' + pageUrl)
+  const scripts = [...html.matchAll(/<script[^>]*\ssrc="([^"]+)"/g)].map((m) => new URL(m[1], base))
+  const styles = [...html.matchAll(/<link[^>]*href="([^"]+)"[^>]*rel="stylesheet"|<link[^>]*rel="stylesheet"[^>]*href="([^"]+)"/g)].map((m) => new URL(m[1] ?? m[2], base))
+  // Scripts the browser would run from the page itself (a JSON data block is not run).
+  const inlineScripts = [...html.matchAll(/<script(?![^>]*\ssrc=)(?![^>]*type="application\/json")[^>]*>/g)].length
+  return { scripts, styles, inlineScripts }
+}
+
+function directives (csp: string): Map<string, string[]> {
+  return new Map(csp.split(';').map((d) => d.trim().split(/\s+/)).filter((d) => d[0] !== '').map(([name, ...values]) => [name, values]))
+}
+
+/** Checks an HTML page's helmet headers, and that its CSP lets its own scripts and styles load. */
+async function checkPage (t: Test, ctx: TestContext, url: string, headers: Record<string, string> = {}) {
+  const page = await ctx.app.inject({ url, headers })
+  t.equal(page.statusCode, 200, `${url}: 200`)
+  t.match(page.headers['content-type'], /^text\/html/)
+  t.match(page.body, /<html/i, 'the HTML')
+  t.equal(page.headers['x-content-type-options'], 'nosniff')
+  t.equal(page.headers['x-frame-options'], 'DENY')
+  const csp = directives(String(page.headers['content-security-policy']))
+  t.same(csp.get('frame-ancestors'), ["'none'"])
+  t.same(csp.get('script-src'), ["'self'"], 'scripts from this origin only')
+  t.notOk(csp.has('upgrade-insecure-requests'), 'plain HTTP on a private network keeps working')
+  t.notOk(page.headers['strict-transport-security'], 'HSTS is the TLS proxy\'s')
+  const { scripts, styles, inlineScripts } = assetsOf(page.body, url)
+  t.equal(inlineScripts, 0, 'no inline script the policy would block')
+  t.ok(scripts.length > 0 && styles.length > 0, 'the page loads scripts and stylesheets')
+  for (const asset of [...scripts, ...styles]) {
+    if (asset.origin === 'http://relay.test') {
+      const loaded = await ctx.app.inject({ url: asset.pathname, headers })
+      t.equal(loaded.statusCode, 200, `${asset.pathname} loads`)
+      t.ok(loaded.headers['content-security-policy'], 'with the headers too')
+    } else {
+      t.ok(styles.includes(asset) && csp.get('style-src')?.includes(asset.origin), `${asset.origin} is allowed by style-src`)
+    }
+  }
+}
+
+t.test('helmet\'s headers on the HTML pages, whose policy lets them load', async (t) => {
+  const ctx = await buildTestApp(t, { redis, env: { ROLE: 'api' } })
+  await checkPage(t, ctx, '/docs')
+  await checkPage(t, ctx, '/docs/')
+  await checkPage(t, ctx, '/admin/queues', bearer)
+  await checkPage(t, ctx, '/admin/queues/queue/ingest', bearer)
+
+  const callback = await ctx.app.inject({ url: '/oauth/facebook/callback?state=unknown&code=x' })
+  t.equal(callback.statusCode, 400)
+  t.match(callback.body, /<h1>Not connected<\/h1>/)
+  t.match(callback.headers, { 'x-content-type-options': 'nosniff', 'x-frame-options': 'DENY', 'content-security-policy': /frame-ancestors 'none'/ }, 'the OAuth pages too')
+  t.match(callback.headers['content-security-policy'], /style-src [^;]*'unsafe-inline'/, 'whose inline style is allowed')
+  const login = await ctx.app.inject({ url: '/admin/queues' })
+  t.equal(login.statusCode, 401)
+  t.ok(login.headers['content-security-policy'], 'the dashboard\'s login answer too')
+})
+
+t.test('the JSON APIs get no helmet headers, and ingestion still answers CORS to any origin', async (t) => {
+  const ctx = await buildTestApp(t, { redis, env: { ROLE: 'api' } })
+  const source = await ctx.createSource()
+  const origin = { origin: 'https://shop.example' }
+  const preflight = await ctx.app.inject({ method: 'OPTIONS', url: '/v1/track', headers: { ...origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } })
+  t.equal(preflight.statusCode, 204)
+  t.equal(preflight.headers['access-control-allow-origin'], '*')
+  const tracked = await ctx.app.inject({ method: 'POST', url: '/v1/track', headers: { ...origin, authorization: basicAuth(source.writeKey), 'content-type': 'text/plain' }, payload: '{"userId":"u1","event":"A"}' })
+  t.equal(tracked.statusCode, 200)
+  t.equal(tracked.headers['access-control-allow-origin'], '*')
+  for (const response of [preflight, tracked, await ctx.app.inject({ url: '/v1/sources', headers: bearer }), await ctx.app.inject({ url: '/health' })]) {
+    t.notOk(response.headers['content-security-policy'], 'no CSP')
+    t.notOk(response.headers['cross-origin-resource-policy'], 'no CORP: a page on another origin may read ingestion answers')
+  }
+  t.notOk((await ctx.app.inject({ url: '/v1/sources', headers: { ...bearer, ...origin } })).headers['access-control-allow-origin'], 'the admin API answers no CORS')
 })
