@@ -29,6 +29,9 @@ export const ConfigSchema = Type.Object({
   // Where "Connect to Facebook" sends the browser (Meta's OAuth dialog).
   FACEBOOK_OAUTH_DIALOG_URL: Type.String({ default: 'https://www.facebook.com/v21.0/dialog/oauth', pattern: '^https?://' }),
   METRICS_PUBLIC: Type.Boolean({ default: false }),
+  // The queue dashboard (/admin/queues) only shows jobs unless this is true: retry, clean,
+  // promote, pause, empty and the like are refused (bull-board's readOnlyMode).
+  ADMIN_DASHBOARD_WRITE: Type.Boolean({ default: false }),
   // Node's HTTP server timeouts, each 0 for none. Headers and request (headers and body) are
   // counted from the connection's opening (from its first byte for a later request on a
   // kept-alive connection) and answered 408, then the connection is closed. The connection

@@ -19,7 +19,8 @@ t.test('defaults: what DESIGN.md documents', async (t) => {
     HTTP_HEADERS_TIMEOUT_MS: 10_000,
     HTTP_CONNECTION_TIMEOUT_MS: 60_000,
     HTTP_KEEP_ALIVE_TIMEOUT_MS: 72_000,
-    trustProxy: false
+    trustProxy: false,
+    ADMIN_DASHBOARD_WRITE: false
   })
   t.equal(config.REDIS_URL, undefined, 'unset: npm start finds or launches a local Redis')
   t.equal(config.ADMIN_TOKEN, undefined, 'unset: generated and kept in DATA_DIR')
@@ -62,6 +63,7 @@ t.test('a bad value stops the boot with a message naming the variable', async (t
     [{ HTTP_REQUEST_TIMEOUT_MS: '-1' }, /HTTP_REQUEST_TIMEOUT_MS must be >= 0/],
     [{ HTTP_KEEP_ALIVE_TIMEOUT_MS: '0' }, /HTTP_KEEP_ALIVE_TIMEOUT_MS must be >= 1/],
     [{ HTTP_HEADERS_TIMEOUT_MS: '40000' }, /HTTP_HEADERS_TIMEOUT_MS \(40000\) must not be above HTTP_REQUEST_TIMEOUT_MS \(30000\)/],
+    [{ ADMIN_DASHBOARD_WRITE: 'on' }, /ADMIN_DASHBOARD_WRITE must be boolean/],
     [{ TRUST_PROXY: '1' }, /TRUST_PROXY=1: a hop count is not supported.*list the proxies' addresses or CIDRs/],
     [{ TRUST_PROXY: 'proxy.internal' }, /TRUST_PROXY must be true, false, or a comma-separated list.*"proxy.internal" is none of them/],
     [{ TRUST_PROXY: '10.0.0.0/33' }, /"10.0.0.0\/33" is none of them/],
