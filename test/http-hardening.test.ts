@@ -1,4 +1,5 @@
 import t, { type Test } from 'tap'
+import { routePattern } from '../plugins/errors.js'
 import { ADMIN_TOKEN, basicAuth, buildTestApp, type TestContext } from './helpers/app.js'
 import { startTestRedis } from './helpers/redis.js'
 
@@ -19,6 +20,7 @@ t.test('x-request-id: on every answer, an incoming safe one echoed, any other re
     { name: 'an admin call', url: '/v1/sources', headers: bearer, status: 200 },
     { name: 'an admin call without a token', url: '/v1/sources', status: 401 },
     { name: 'a 404', url: '/v1/nothing-here', status: 404 },
+    { name: 'a 405', url: '/v1/track', status: 405 },
     { name: 'a URL the router cannot decode', url: '/v1/%E0%A4%A', status: 400 },
     { name: 'the docs', url: '/docs', status: 200 },
     { name: 'the OpenAPI document', url: '/openapi.json', status: 200 },
@@ -122,4 +124,53 @@ t.test('the JSON APIs get no helmet headers, and ingestion still answers CORS to
     t.notOk(response.headers['cross-origin-resource-policy'], 'no CORP: a page on another origin may read ingestion answers')
   }
   t.notOk((await ctx.app.inject({ url: '/v1/sources', headers: { ...bearer, ...origin } })).headers['access-control-allow-origin'], 'the admin API answers no CORS')
+})
+
+t.test('a known path called with another method: 405 with Allow, in the route family\'s error shape', async (t) => {
+  const ctx = await buildTestApp(t, { redis, env: { ROLE: 'api' } })
+  const cases: Array<[string, string, string, 'ingestion' | 'admin']> = [
+    ['GET', '/v1/track', 'POST, OPTIONS', 'ingestion'],
+    ['GET', '/v1/t', 'POST, OPTIONS', 'ingestion'],
+    ['PUT', '/v1/batch/', 'POST, OPTIONS', 'ingestion'],
+    ['DELETE', '/v1/import', 'POST, OPTIONS', 'ingestion'],
+    ['DELETE', '/v1/sources', 'GET, HEAD, POST', 'admin'],
+    ['PUT', '/v1/sources/src_123', 'GET, HEAD, DELETE', 'admin'],
+    ['POST', '/v1/sources/src_123/stats', 'GET, HEAD', 'admin'],
+    ['GET', '/v1/destinations/d1/access-token', 'PUT, DELETE', 'admin'],
+    ['POST', '/health', 'GET, HEAD', 'admin'],
+    ['POST', '/docs', 'GET, HEAD', 'admin']
+  ]
+  for (const [method, url, allow, family] of cases) {
+    const response = await ctx.app.inject({ method: method as 'GET', url, headers: bearer })
+    t.equal(response.statusCode, 405, `${method} ${url}: 405`)
+    t.equal(response.headers.allow, allow, `Allow: ${allow}`)
+    if (family === 'ingestion') {
+      t.same(response.json(), { success: false, error: `method ${method} is not allowed on ${url} (allowed: ${allow})` })
+      t.equal(response.headers['access-control-allow-origin'], '*', 'readable from any origin, as every ingestion answer')
+    } else {
+      t.same(response.json(), { statusCode: 405, error: 'Method Not Allowed', message: `method ${method} is not allowed on ${url} (allowed: ${allow})` })
+      t.notOk(response.headers['access-control-allow-origin'])
+    }
+  }
+  for (const url of ['/v1/nothing', '/v1/sources/a/b/c', '/v1/trackx', '/v1/sources//stats']) {
+    const response = await ctx.app.inject({ method: 'GET', url, headers: bearer })
+    t.equal(response.statusCode, 404, `GET ${url}: still 404`)
+    t.match(response.json(), { statusCode: 404, error: 'Not Found' })
+  }
+  t.equal((await ctx.app.inject({ method: 'POST', url: '/v1/track?x=1', payload: '{}' })).statusCode, 401, 'the right method is routed as before')
+})
+
+t.test('routePattern: find-my-way\'s route syntax over concrete paths', async (t) => {
+  const matches = (url: string, path: string) => routePattern(url).test(path)
+  t.ok(matches('/v1/sources/:sourceId', '/v1/sources/src_1'))
+  t.ok(matches('/v1/sources/:sourceId', '/v1/sources/src_1/'), 'a trailing slash is ignored')
+  t.notOk(matches('/v1/sources/:sourceId', '/v1/sources/'), 'a parameter is not empty')
+  t.notOk(matches('/v1/sources/:sourceId', '/v1/sources/a/b'), 'nor spans a slash')
+  t.ok(matches('/files/:name.:ext', '/files/report.pdf'))
+  t.ok(matches('/range/:from-:to', '/range/1-9'))
+  t.ok(matches('/jobs/:id(^\\d+$)/logs', '/jobs/12/logs'))
+  t.ok(matches('/static/*', '/static/js/main.js'))
+  t.ok(matches('/static/*', '/static/'))
+  t.ok(matches('/at::colon', '/at:colon'))
+  t.notOk(matches('/v1.track', '/v1xtrack'), 'dots are literal')
 })
