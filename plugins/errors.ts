@@ -1,6 +1,7 @@
 import { STATUS_CODES } from 'node:http'
 import fp from 'fastify-plugin'
-import type { FastifyError } from 'fastify'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import { pathOnly, REQUEST_ID_HEADER } from '../src/http-options.js'
 
 /**
  * Admin API errors: `{statusCode, error, message}`. A 4xx names what is wrong; a 5xx says little
@@ -28,10 +29,102 @@ export default fp(async (app) => {
     }
     return reply.code(statusCode).send({ statusCode, error: STATUS_CODES[statusCode], message: err.message })
   })
+
+  // Every route's URL with its methods, so that a known path called with another method is
+  // answered 405 with Allow (RFC 9110), not 404. Registered before any route: onRoute hooks see
+  // only the routes added after them (Fastify's HEAD twins of GET routes included).
+  const known = new Map<string, KnownPath>()
+  app.addHook('onRoute', (route) => {
+    let path = known.get(route.url)
+    if (path === undefined) known.set(route.url, path = { pattern: routePattern(route.url), methods: new Set(), ingestion: false })
+    for (const method of Array.isArray(route.method) ? route.method : [route.method]) path.methods.add(method)
+    if ((route.schema as { tags?: string[] } | undefined)?.tags?.includes('ingestion') === true) path.ingestion = true
+  })
+
   app.setNotFoundHandler((request, reply) => {
-    reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no route ${request.method} ${request.url.split('?')[0]}` })
+    const path = pathOnly(request.url)
+    const allowed = allowedMethods(known, path)
+    if (allowed === undefined || allowed.methods.includes(request.method)) {
+      return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no route ${request.method} ${path}` })
+    }
+    const message = `method ${request.method} is not allowed on ${path} (allowed: ${allowed.methods.join(', ')})`
+    reply.code(405).header('allow', allowed.methods.join(', '))
+    if (!allowed.ingestion) return reply.send({ statusCode: 405, error: STATUS_CODES[405], message })
+    // Ingestion's shape, and its CORS: a page on any origin may read every ingestion answer.
+    return reply.header('access-control-allow-origin', '*').send({ success: false, error: message })
   })
 }, { name: 'errors' })
+
+interface KnownPath {
+  pattern: RegExp
+  methods: Set<string>
+  /** Ingestion routes answer errors in Segment's shape (`{success: false, error}`). */
+  ingestion: boolean
+}
+
+const METHOD_ORDER = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
+
+/** The methods routed for a concrete path (every route URL that matches it), or undefined. */
+function allowedMethods (known: ReadonlyMap<string, KnownPath>, rawPath: string): { methods: string[], ingestion: boolean } | undefined {
+  let path = rawPath
+  try {
+    path = decodeURI(rawPath)
+  } catch {}
+  const methods = new Set<string>()
+  let ingestion = false
+  for (const route of known.values()) {
+    if (!route.pattern.test(path)) continue
+    for (const method of route.methods) methods.add(method)
+    ingestion ||= route.ingestion
+  }
+  if (methods.size === 0) return undefined
+  const rank = (method: string) => METHOD_ORDER.includes(method) ? METHOD_ORDER.indexOf(method) : METHOD_ORDER.length
+  return { methods: [...methods].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b)), ingestion }
+}
+
+/**
+ * A route URL in find-my-way's syntax as a RegExp over paths: `:param` (up to a `/`, or to a
+ * `-` or `.` that follows it), a param's `(regex)` (taken as any value: at worst a 405 where the
+ * router would say 404), `::` for a colon, a last `*`; a trailing slash optional, as the app's
+ * router is told (ignoreTrailingSlash).
+ */
+export function routePattern (url: string): RegExp {
+  let source = ''
+  for (let i = 0; i < url.length; i++) {
+    const char = url[i]
+    if (char === ':' && url[i + 1] === ':') {
+      source += ':'
+      i++
+    } else if (char === ':') {
+      while (i + 1 < url.length && !'/-.('.includes(url[i + 1])) i++
+      if (url[i + 1] === '(') {
+        let depth = 0
+        do {
+          i++
+          if (url[i] === '\\') i++
+          else if (url[i] === '(') depth++
+          else if (url[i] === ')') depth--
+        } while (depth > 0 && i < url.length)
+      }
+      source += '[^/]+?'
+    } else if (char === '*') {
+      source += '.*'
+    } else {
+      source += char.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+    }
+  }
+  if (source.length > 1 && source.endsWith('/')) source = source.slice(0, -1)
+  return new RegExp(`^${source}/?$`)
+}
+
+/**
+ * Fastify's `frameworkErrors`: a URL the router cannot decode (400) or a parameter over its
+ * length (414) is answered before any route or hook runs; in the admin shape, with the request id.
+ */
+export function frameworkErrors (err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const statusCode = err.statusCode !== undefined && err.statusCode >= 400 ? err.statusCode : 400
+  reply.header(REQUEST_ID_HEADER, request.id).code(statusCode).send({ statusCode, error: STATUS_CODES[statusCode], message: err.message })
+}
 
 /** An error with an HTTP status, for handlers to throw. */
 export function httpError (statusCode: number, message: string): FastifyError {

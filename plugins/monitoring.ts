@@ -6,18 +6,20 @@ import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import { isAdminToken, presentedAdminToken } from './auth.js'
+import { htmlPageHeaders } from './http-hardening.js'
 
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children'] as const
 
 /**
  * Monitoring: Prometheus metrics at /metrics (queue depths and per-destination counts read from
  * Redis at scrape time, so every process reports the same totals) and the BullMQ dashboard at
- * /admin/queues. Both need the admin token — as a Bearer header, or as the password of HTTP Basic
- * so a browser can open the dashboard — unless METRICS_PUBLIC opens /metrics.
+ * /admin/queues, both over the ingest, deliver and audience-sync queues. Both need the admin
+ * token — as a Bearer header, or as the password of HTTP Basic so a browser can open the
+ * dashboard — unless METRICS_PUBLIC opens /metrics.
  */
 export default fp(async (app) => {
   const token = app.config.ADMIN_TOKEN
-  const queues: Queue[] = [app.queues.ingest, app.deliverQueue]
+  const queues: Queue[] = [app.queues.ingest, app.deliverQueue, app.audienceSyncQueue]
 
   async function guard (request: FastifyRequest, reply: FastifyReply) {
     if (isAdminToken(presentedAdminToken(request.headers.authorization, { basic: true }), token)) return
@@ -90,9 +92,13 @@ export default fp(async (app) => {
 
   const board = new FastifyAdapter()
   board.setBasePath('/admin/queues')
-  createBullBoard({ queues: queues.map((queue) => new BullMQAdapter(queue, { readOnlyMode: false })), serverAdapter: board as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'] })
+  // Read-only unless ADMIN_DASHBOARD_WRITE: bull-board then answers 405 to every call that changes
+  // a queue or a job (retry, clean, promote, pause, empty, add, …) and hides those buttons.
+  const readOnlyMode = !app.config.ADMIN_DASHBOARD_WRITE
+  createBullBoard({ queues: queues.map((queue) => new BullMQAdapter(queue, { readOnlyMode })), serverAdapter: board as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'] })
   await app.register(async (scope) => {
+    await htmlPageHeaders(scope)
     scope.addHook('onRequest', guard)
     await scope.register(board.registerPlugin(), { prefix: '/admin/queues' })
   })
-}, { name: 'monitoring', dependencies: ['queues', 'delivery', 'sources', 'destinations'] })
+}, { name: 'monitoring', dependencies: ['queues', 'delivery', 'audience-engine', 'sources', 'destinations'] })

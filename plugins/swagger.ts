@@ -1,6 +1,7 @@
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import fp from 'fastify-plugin'
+import { htmlPageHeaders } from './http-hardening.js'
 
 export const OPENAPI_INFO = {
   title: 'Conversion Relay',
@@ -32,6 +33,10 @@ export default fp(async (app) => {
       }
     }
   })
-  await app.register(swaggerUi, { routePrefix: '/docs' })
+  // The UI's pages and assets in a scope of their own: HTML page headers there, not on the API.
+  await app.register(async (docs) => {
+    await htmlPageHeaders(docs)
+    await docs.register(swaggerUi, { routePrefix: '/docs' })
+  })
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
 }, { name: 'swagger' })

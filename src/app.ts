@@ -6,7 +6,8 @@ import authPlugin from '../plugins/auth.js'
 import configPlugin from '../plugins/config.js'
 import deliveryPlugin from '../plugins/delivery.js'
 import destinationsPlugin from '../plugins/destinations.js'
-import errorsPlugin from '../plugins/errors.js'
+import errorsPlugin, { frameworkErrors } from '../plugins/errors.js'
+import httpHardeningPlugin from '../plugins/http-hardening.js'
 import ingestBufferPlugin from '../plugins/ingest-buffer.js'
 import monitoringPlugin from '../plugins/monitoring.js'
 import profilesPlugin from '../plugins/profiles.js'
@@ -18,6 +19,7 @@ import swaggerPlugin from '../plugins/swagger.js'
 import workersPlugin from '../plugins/workers.js'
 import type { Config } from './config.js'
 import { FacebookSettingsSchema } from './facebook/settings.js'
+import { LOG_SERIALIZERS, requestId, serverTimeouts } from './http-options.js'
 import audienceRoutes, { AudienceConditionSchema, AudienceSchema } from './routes/audiences.js'
 import destinationRoutes, { DestinationSchema } from './routes/destinations.js'
 import healthRoutes from './routes/health.js'
@@ -48,21 +50,37 @@ export const LOG_REDACT = [
   '*.writeKey'
 ]
 
+/** Pino options: redaction, and request lines without query strings, whatever the caller adds. */
+function loggerOptions (config: Config, logger: BuildOptions['logger']): FastifyServerOptions['logger'] {
+  if (logger === false) return false
+  const given = typeof logger === 'object' ? logger : {}
+  return { level: config.LOG_LEVEL, redact: LOG_REDACT, ...given, serializers: { ...LOG_SERIALIZERS, ...given.serializers } }
+}
+
 /**
  * The app for a role: `api` serves HTTP, `worker` consumes queues (and serves only /health,
  * /ready), `all` does both.
  */
 export async function buildApp ({ config, logger, now = Date.now }: BuildOptions): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: logger ?? { level: config.LOG_LEVEL, redact: LOG_REDACT },
+    logger: loggerOptions(config, logger),
     routerOptions: { ignoreTrailingSlash: true },
     // Ingestion enforces its own limit (after decompression); admin bodies are small.
     bodyLimit: 1024 * 1024,
-    trustProxy: true
+    // Off unless TRUST_PROXY says which proxies to believe: X-Forwarded-For from anyone else
+    // would let a client choose its own request.ip.
+    trustProxy: config.trustProxy,
+    // The request id: an incoming safe x-request-id, else a random one; the log's reqId and
+    // the x-request-id of every answer (plugins/http-hardening.ts).
+    requestIdHeader: false,
+    genReqId: requestId,
+    frameworkErrors,
+    ...serverTimeouts(config)
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(configPlugin, { config })
   app.decorate('now', now)
+  await app.register(httpHardeningPlugin)
   await app.register(errorsPlugin)
   for (const schema of [...SHARED_SCHEMAS, FacebookSettingsSchema, DestinationSchema, AudienceConditionSchema, AudienceSchema]) app.addSchema(schema)
   await app.register(swaggerPlugin)

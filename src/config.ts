@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import envSchema from 'env-schema'
 import { Duration } from 'luxon'
 import { Type, type Static } from 'typebox'
@@ -28,6 +29,24 @@ export const ConfigSchema = Type.Object({
   // Where "Connect to Facebook" sends the browser (Meta's OAuth dialog).
   FACEBOOK_OAUTH_DIALOG_URL: Type.String({ default: 'https://www.facebook.com/v21.0/dialog/oauth', pattern: '^https?://' }),
   METRICS_PUBLIC: Type.Boolean({ default: false }),
+  // The queue dashboard (/admin/queues) only shows jobs unless this is true: retry, clean,
+  // promote, pause, empty and the like are refused (bull-board's readOnlyMode).
+  ADMIN_DASHBOARD_WRITE: Type.Boolean({ default: false }),
+  // Node's HTTP server timeouts, each 0 for none. Headers and request (headers and body) are
+  // counted from the connection's opening (from its first byte for a later request on a
+  // kept-alive connection) and answered 408, then the connection is closed. The connection
+  // timeout is socket inactivity at any point (a client that does not read its answer, a handler
+  // that hangs): it closes without an answer, so it is longer than the request timeout.
+  // Keep-alive: how long an idle connection is kept between requests, above load balancers' 60 s
+  // (theirs must close first, or a request can meet a socket just closed).
+  HTTP_REQUEST_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 0 }),
+  HTTP_HEADERS_TIMEOUT_MS: Type.Integer({ default: 10_000, minimum: 0 }),
+  HTTP_CONNECTION_TIMEOUT_MS: Type.Integer({ default: 60_000, minimum: 0 }),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: Type.Integer({ default: 72_000, minimum: 1 }),
+  // Which proxies' X-Forwarded-* headers to believe (request.ip, protocol, host): `false`,
+  // `true` (any: only when nothing but the proxy can reach the port), or a comma-separated list
+  // of addresses and CIDRs (or loopback, linklocal, uniquelocal).
+  TRUST_PROXY: Type.String({ default: 'false' }),
   // Ingestion limits (DESIGN.md): 32 KB a message, 2,500 a batch, 4 MB a request after gunzip.
   MAX_MESSAGE_BYTES: Type.Integer({ default: 32 * 1024, minimum: 1024 }),
   MAX_BATCH_MESSAGES: Type.Integer({ default: 2500, minimum: 1 }),
@@ -72,6 +91,8 @@ export const ConfigSchema = Type.Object({
 type RawConfig = Static<typeof ConfigSchema>
 
 export interface Config extends RawConfig {
+  /** TRUST_PROXY as Fastify's `trustProxy` takes it. */
+  trustProxy: boolean | string[]
   dedupWindowMs: number
   writeKeyGraceMs: number
   holdMaxMs: number
@@ -88,6 +109,36 @@ function durationMs (name: string, value: string): number {
   return duration.toMillis()
 }
 
+const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal'])
+
+/** An address, a CIDR (`10.0.0.0/8`, `fd00::/8`) or an IPv4 address with a netmask, as proxy-addr takes them. */
+function isProxyAddress (entry: string): boolean {
+  if (PROXY_NAMES.has(entry)) return true
+  const slash = entry.indexOf('/')
+  const address = slash === -1 ? entry : entry.slice(0, slash)
+  const family = isIP(address)
+  if (family === 0 || slash === -1) return family !== 0
+  const range = entry.slice(slash + 1)
+  if (/^\d{1,3}$/.test(range)) return Number(range) <= (family === 4 ? 32 : 128)
+  return family === 4 && isIP(range) === 4
+}
+
+function trustProxy (value: string): boolean | string[] {
+  const trimmed = value.trim()
+  if (/^(true|false)$/i.test(trimmed)) return trimmed.toLowerCase() === 'true'
+  if (/^\d+$/.test(trimmed)) {
+    // Fastify 5 takes a hop count as "trust nothing": it cannot tell a proxy from a client that
+    // connects directly and writes its own X-Forwarded-For. Said at boot, not found out later.
+    throw new ConfigError(`TRUST_PROXY=${trimmed}: a hop count is not supported (Fastify 5 refuses hop-count trust, which lets a client that bypasses the proxy spoof its address); list the proxies' addresses or CIDRs instead, e.g. TRUST_PROXY=10.0.0.0/8`)
+  }
+  const entries = trimmed.split(',').map((entry) => entry.trim())
+  const bad = entries.find((entry) => !isProxyAddress(entry))
+  if (bad !== undefined) {
+    throw new ConfigError(`TRUST_PROXY must be true, false, or a comma-separated list of addresses and CIDRs (got "${value}": "${bad}" is none of them)`)
+  }
+  return entries
+}
+
 /** Validates the environment; throws a ConfigError naming the variable at fault. */
 export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
   let raw: RawConfig
@@ -99,8 +150,13 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     // env-schema says "env/PORT must be integer"; keep the variable's name up front.
     throw new ConfigError(`invalid configuration: ${(err as Error).message.replace(/env\//g, '')}`)
   }
+  if (raw.HTTP_HEADERS_TIMEOUT_MS > 0 && raw.HTTP_REQUEST_TIMEOUT_MS > 0 && raw.HTTP_HEADERS_TIMEOUT_MS > raw.HTTP_REQUEST_TIMEOUT_MS) {
+    // Node's http.Server refuses it: the headers are part of the request.
+    throw new ConfigError(`HTTP_HEADERS_TIMEOUT_MS (${raw.HTTP_HEADERS_TIMEOUT_MS}) must not be above HTTP_REQUEST_TIMEOUT_MS (${raw.HTTP_REQUEST_TIMEOUT_MS})`)
+  }
   return {
     ...raw,
+    trustProxy: trustProxy(raw.TRUST_PROXY),
     dedupWindowMs: durationMs('DEDUP_WINDOW', raw.DEDUP_WINDOW),
     writeKeyGraceMs: durationMs('WRITE_KEY_GRACE', raw.WRITE_KEY_GRACE),
     holdMaxMs: durationMs('HOLD_MAX', raw.HOLD_MAX),

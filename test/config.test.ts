@@ -14,7 +14,13 @@ t.test('defaults: what DESIGN.md documents', async (t) => {
     MAX_BATCH_MESSAGES: 2500,
     MAX_REQUEST_BYTES: 4 * 1024 * 1024,
     dedupWindowMs: 24 * 3600 * 1000,
-    writeKeyGraceMs: 24 * 3600 * 1000
+    writeKeyGraceMs: 24 * 3600 * 1000,
+    HTTP_REQUEST_TIMEOUT_MS: 30_000,
+    HTTP_HEADERS_TIMEOUT_MS: 10_000,
+    HTTP_CONNECTION_TIMEOUT_MS: 60_000,
+    HTTP_KEEP_ALIVE_TIMEOUT_MS: 72_000,
+    trustProxy: false,
+    ADMIN_DASHBOARD_WRITE: false
   })
   t.equal(config.REDIS_URL, undefined, 'unset: npm start finds or launches a local Redis')
   t.equal(config.ADMIN_TOKEN, undefined, 'unset: generated and kept in DATA_DIR')
@@ -53,11 +59,32 @@ t.test('a bad value stops the boot with a message naming the variable', async (t
     [{ FACEBOOK_GRAPH_URL: 'graph.facebook.com' }, /FACEBOOK_GRAPH_URL must match pattern/],
     [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN must NOT have fewer than 16 characters/],
     [{ RATE_LIMIT_EVENTS_PER_SECOND: '-1' }, /RATE_LIMIT_EVENTS_PER_SECOND must be >= 0/],
-    [{ METRICS_PUBLIC: 'yes' }, /METRICS_PUBLIC must be boolean/]
+    [{ METRICS_PUBLIC: 'yes' }, /METRICS_PUBLIC must be boolean/],
+    [{ HTTP_REQUEST_TIMEOUT_MS: '-1' }, /HTTP_REQUEST_TIMEOUT_MS must be >= 0/],
+    [{ HTTP_KEEP_ALIVE_TIMEOUT_MS: '0' }, /HTTP_KEEP_ALIVE_TIMEOUT_MS must be >= 1/],
+    [{ HTTP_HEADERS_TIMEOUT_MS: '40000' }, /HTTP_HEADERS_TIMEOUT_MS \(40000\) must not be above HTTP_REQUEST_TIMEOUT_MS \(30000\)/],
+    [{ ADMIN_DASHBOARD_WRITE: 'on' }, /ADMIN_DASHBOARD_WRITE must be boolean/],
+    [{ TRUST_PROXY: '1' }, /TRUST_PROXY=1: a hop count is not supported.*list the proxies' addresses or CIDRs/],
+    [{ TRUST_PROXY: 'proxy.internal' }, /TRUST_PROXY must be true, false, or a comma-separated list.*"proxy.internal" is none of them/],
+    [{ TRUST_PROXY: '10.0.0.0/33' }, /"10.0.0.0\/33" is none of them/],
+    [{ TRUST_PROXY: '10.0.0.1,' }, /"" is none of them/],
+    [{ TRUST_PROXY: 'yes' }, /TRUST_PROXY must be/]
   ]
   for (const [env, message] of cases) {
     t.throws(() => loadConfig(env), { constructor: ConfigError, message }, JSON.stringify(env))
   }
+})
+
+t.test('TRUST_PROXY: true, false, or the proxies\' addresses and CIDRs', async (t) => {
+  t.equal(loadConfig({ TRUST_PROXY: 'true' }).trustProxy, true)
+  t.equal(loadConfig({ TRUST_PROXY: 'FALSE' }).trustProxy, false)
+  t.same(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,::1,fd00::/8, 192.168.0.0/255.255.0.0,loopback' }).trustProxy,
+    ['10.0.0.0/8', '127.0.0.1', '::1', 'fd00::/8', '192.168.0.0/255.255.0.0', 'loopback'])
+  t.same(loadConfig({ TRUST_PROXY: '172.16.0.1' }).trustProxy, ['172.16.0.1'], 'one address is a list of one')
+})
+
+t.test('0 timeouts are Node\'s "none", and then the headers may take what they like', async (t) => {
+  t.match(loadConfig({ HTTP_REQUEST_TIMEOUT_MS: '0', HTTP_HEADERS_TIMEOUT_MS: '40000' }), { HTTP_REQUEST_TIMEOUT_MS: 0, HTTP_HEADERS_TIMEOUT_MS: 40_000 })
 })
 
 t.test('an explicit environment is the only one read', async (t) => {

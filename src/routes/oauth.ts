@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import { htmlPageHeaders } from '../../plugins/http-hardening.js'
 import { DEFAULT_GRAPH_VERSION } from '../facebook/settings.js'
 import { ADMIN_ERRORS, AdminError, ref } from './schemas.js'
 
@@ -23,6 +24,8 @@ function page (title: string, text: string): string {
  */
 const oauth: FastifyPluginAsyncTypebox = async (app) => {
   const config = app.config
+  // Browser pages (the callback answers HTML): helmet's headers on this plugin's routes.
+  await htmlPageHeaders(app)
   const redirectUri = config.PUBLIC_URL === undefined ? undefined : `${config.PUBLIC_URL.replace(/\/$/, '')}${CALLBACK_PATH}`
   const missing = [
     config.FACEBOOK_APP_ID === undefined && 'FACEBOOK_APP_ID',
