@@ -47,8 +47,11 @@ export default fp(async (app) => {
     if (allowed === undefined || allowed.methods.includes(request.method)) {
       return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no route ${request.method} ${path}` })
     }
-    const message = `method ${request.method} is not allowed on ${path} (allowed: ${allowed.methods.join(', ')})`
-    reply.code(405).header('allow', allowed.methods.join(', '))
+    // Ingestion paths say `Allow: POST` (DESIGN.md): their OPTIONS is a browser's preflight, not
+    // a method a client calls.
+    const methods = allowed.ingestion ? allowed.methods.filter((method) => method !== 'OPTIONS') : allowed.methods
+    const message = `method ${request.method} is not allowed on ${path} (allowed: ${methods.join(', ')})`
+    reply.code(405).header('allow', methods.join(', '))
     if (!allowed.ingestion) return reply.send({ statusCode: 405, error: STATUS_CODES[405], message })
     // Ingestion's shape, and its CORS: a page on any origin may read every ingestion answer.
     return reply.header('access-control-allow-origin', '*').send({ success: false, error: message })

@@ -129,10 +129,10 @@ t.test('the JSON APIs get no helmet headers, and ingestion still answers CORS to
 t.test('a known path called with another method: 405 with Allow, in the route family\'s error shape', async (t) => {
   const ctx = await buildTestApp(t, { redis, env: { ROLE: 'api' } })
   const cases: Array<[string, string, string, 'ingestion' | 'admin']> = [
-    ['GET', '/v1/track', 'POST, OPTIONS', 'ingestion'],
-    ['GET', '/v1/t', 'POST, OPTIONS', 'ingestion'],
-    ['PUT', '/v1/batch/', 'POST, OPTIONS', 'ingestion'],
-    ['DELETE', '/v1/import', 'POST, OPTIONS', 'ingestion'],
+    ['GET', '/v1/track', 'POST', 'ingestion'],
+    ['GET', '/v1/t', 'POST', 'ingestion'],
+    ['PUT', '/v1/batch/', 'POST', 'ingestion'],
+    ['DELETE', '/v1/import', 'POST', 'ingestion'],
     ['DELETE', '/v1/sources', 'GET, HEAD, POST', 'admin'],
     ['PUT', '/v1/sources/src_123', 'GET, HEAD, DELETE', 'admin'],
     ['POST', '/v1/sources/src_123/stats', 'GET, HEAD', 'admin'],
