@@ -42,8 +42,8 @@ export interface StoredRequest {
 }
 
 /**
- * How long a stored body outlives its request: past the 7 days a failed job is kept, so that it
- * can still be retried; a body whose job never came (the add failed) goes then too.
+ * How long a stored body outlives its request while its job waits: a queue left unprocessed for
+ * a month loses them. A job that fails for good shortens it to FAILED_BODY_RETENTION from then.
  */
 export const INGEST_BODY_TTL_MS = 30 * 24 * 3600 * 1000
 
@@ -124,13 +124,27 @@ export function jobMessages (
 
 const SEEN = 0x31 // '1'
 
-export const INGEST_JOB_OPTIONS: JobsOptions = {
-  // Queued messages carry raw traits: a finished job keeps nothing.
-  removeOnComplete: true,
-  // A job that failed every attempt is kept a week for inspection and retry, then removed.
-  removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
-  attempts: 8,
-  backoff: { type: 'exponential', delay: 1000 }
+/**
+ * An ingest job's options (INGEST_ATTEMPTS, INGEST_BACKOFF_MS). `failedRetentionMs`: how long a
+ * job that failed every attempt is kept (with its bodies, for a replay: FAILED_BODY_RETENTION).
+ */
+export function ingestJobOptions (options: { failedRetentionMs: number, attempts: number, backoffMs: number }): JobsOptions {
+  return {
+    // Queued messages carry raw traits: a finished job keeps nothing.
+    removeOnComplete: true,
+    removeOnFail: { age: Math.ceil(options.failedRetentionMs / 1000), count: 10_000 },
+    attempts: options.attempts,
+    backoff: { type: 'exponential', delay: options.backoffMs }
+  }
+}
+
+/** The keys an ingest job's bodies live under (its bodies hash and duplicate answer, or a key per body). */
+export function bodyKeysOf (data: IngestJobData): string[] {
+  const keys: string[] = []
+  if (data.bodies !== undefined) keys.push(data.bodies)
+  else for (const request of data.requests ?? []) if (request.bodyKey !== undefined) keys.push(request.bodyKey)
+  if (data.dedupAnswer !== undefined) keys.push(data.dedupAnswer)
+  return keys
 }
 
 export const DELIVER_QUEUE = 'deliver'

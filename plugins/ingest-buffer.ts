@@ -1,9 +1,9 @@
 import { hash, randomUUID } from 'node:crypto'
 import { createRequire } from 'node:module'
-import { Job, type Queue } from 'bullmq'
+import { Job, type JobsOptions, type Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { Redis, Result } from 'ioredis'
-import { INGEST_BODY_TTL_MS, INGEST_JOB_OPTIONS, type IngestJobData, type StoredRequest } from '../jobs/queues.js'
+import { INGEST_BODY_TTL_MS, type IngestJobData, type StoredRequest } from '../jobs/queues.js'
 import type { RedisKeys } from '../src/keys.js'
 
 // BullMQ's own add script and the version its command names carry: the flush script runs it.
@@ -175,6 +175,8 @@ export interface IngestBufferOptions {
   dedupMaxIds: number
   maxBacklogJobs: number
   maxInFlight?: number
+  /** The jobs' options (attempts, backoff, how long one that failed for good is kept). */
+  jobOptions: JobsOptions
 }
 
 /**
@@ -340,7 +342,7 @@ export class IngestBuffer {
     if (requests.length > 0) {
       const data: IngestJobData = { requests, bodies: bodiesKey }
       if (answerLength > 0) data.dedupAnswer = answerKey
-      add = await addArguments(new Job(this.queue, 'requests', data, INGEST_JOB_OPTIONS))
+      add = await addArguments(new Job(this.queue, 'requests', data, this.options.jobOptions))
     }
     const inline = bodyBytes <= INLINE_BODY_BYTES
     const keys: string[] = [bodiesKey, answerKey, ...add.keys]
@@ -435,7 +437,9 @@ export default fp(async (app) => {
     maxJobMessages: app.config.INGEST_JOB_MAX_MESSAGES,
     dedupWindowMs: app.config.dedupWindowMs,
     dedupMaxIds: app.config.DEDUP_MAX_IDS,
-    maxBacklogJobs: app.config.INGEST_MAX_BACKLOG_JOBS
+    maxBacklogJobs: app.config.INGEST_MAX_BACKLOG_JOBS,
+    // The queue's own: a flush adds its job with BullMQ's script, not through the queue.
+    jobOptions: app.queues.ingest.defaultJobOptions
   })
   app.decorate('ingestBuffer', buffer)
   app.addHook('onClose', async () => {

@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
-import { INGEST_JOB_OPTIONS, QUEUE_NAMES, type IngestJobData } from '../jobs/queues.js'
+import { ingestJobOptions, QUEUE_NAMES, type IngestJobData } from '../jobs/queues.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -13,7 +13,7 @@ export default fp(async (app) => {
   const ingest = new Queue<IngestJobData>(QUEUE_NAMES.ingest, {
     connection: app.redis,
     prefix: app.keys.queuePrefix,
-    defaultJobOptions: INGEST_JOB_OPTIONS
+    defaultJobOptions: ingestJobOptions({ failedRetentionMs: app.config.failedBodyRetentionMs, attempts: app.config.INGEST_ATTEMPTS, backoffMs: app.config.INGEST_BACKOFF_MS })
   })
   ingest.on('error', (err) => app.log.warn({ err }, 'ingest queue error'))
   app.decorate('queues', { ingest })

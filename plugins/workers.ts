@@ -35,7 +35,14 @@ export default fp(async (app) => {
     maxStalledCount: 10,
     autorun: false
   })
-  ingest.on('failed', (job, err) => app.log.error({ err, jobId: job?.id, attempts: job?.attemptsMade }, 'ingest job failed'))
+  ingest.on('failed', (job, err) => {
+    if (job === undefined || job.attemptsMade < (job.opts.attempts ?? 1)) {
+      app.log.warn({ err, jobId: job?.id, attempts: job?.attemptsMade }, 'ingest job failed; it will run again')
+      return
+    }
+    app.log.error({ err, jobId: job.id, attempts: job.attemptsMade }, 'ingest job failed for good: kept with its bodies for FAILED_BODY_RETENTION (GET /v1/ingest/failures)')
+    app.ingestFailures.failedForGood(job.data).catch((error) => app.log.warn({ err: error, jobId: job.id }, 'could not set the failed job\'s bodies to expire'))
+  })
   ingest.on('error', (err) => app.log.warn({ err }, 'ingest worker error'))
   app.decorate('workers', { ingest, ingestStages })
   app.decorate('workerConnection', connection)
@@ -45,4 +52,4 @@ export default fp(async (app) => {
     await ingest.close()
     await connection.quit().catch(() => connection.disconnect())
   })
-}, { name: 'workers', dependencies: ['config', 'sources'] })
+}, { name: 'workers', dependencies: ['config', 'sources', 'ingest-failures'] })

@@ -9,6 +9,7 @@ import destinationsPlugin from '../plugins/destinations.js'
 import errorsPlugin, { frameworkErrors } from '../plugins/errors.js'
 import httpHardeningPlugin from '../plugins/http-hardening.js'
 import ingestBufferPlugin from '../plugins/ingest-buffer.js'
+import ingestFailuresPlugin from '../plugins/ingest-failures.js'
 import monitoringPlugin from '../plugins/monitoring.js'
 import profilesPlugin from '../plugins/profiles.js'
 import queuesPlugin from '../plugins/queues.js'
@@ -23,6 +24,7 @@ import { LOG_SERIALIZERS, requestId, serverTimeouts } from './http-options.js'
 import audienceRoutes, { AudienceConditionSchema, AudienceSchema } from './routes/audiences.js'
 import destinationRoutes, { DestinationSchema } from './routes/destinations.js'
 import healthRoutes from './routes/health.js'
+import ingestFailureRoutes from './routes/ingest-failures.js'
 import ingestRoutes from './routes/ingest.js'
 import oauthRoutes from './routes/oauth.js'
 import { SHARED_SCHEMAS } from './routes/schemas.js'
@@ -88,6 +90,7 @@ export async function buildApp ({ config, logger, now = Date.now }: BuildOptions
   await app.register(healthRoutes)
 
   await app.register(queuesPlugin)
+  await app.register(ingestFailuresPlugin)
   await app.register(sourcesPlugin)
   await app.register(destinationsPlugin)
   await app.register(profilesPlugin)
@@ -103,6 +106,7 @@ export async function buildApp ({ config, logger, now = Date.now }: BuildOptions
     await app.register(authPlugin)
     await app.register(ingestRoutes)
     await app.register(sourceRoutes)
+    await app.register(ingestFailureRoutes)
     await app.register(destinationRoutes)
     await app.register(audienceRoutes)
     await app.register(oauthRoutes)

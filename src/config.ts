@@ -60,6 +60,10 @@ export const ConfigSchema = Type.Object({
   // An ingest job waits on Meta too (a request's first attempt is made in it): 8 delivered
   // 12–34 % more events a second end to end than 4 on 2 cores, 16 no more than 8.
   INGEST_CONCURRENCY: Type.Integer({ default: 8, minimum: 1 }),
+  // An ingest job fails only for the infrastructure (Redis, a crash); it is tried this often, with
+  // exponential backoff from INGEST_BACKOFF_MS (the defaults span about two minutes), then kept.
+  INGEST_ATTEMPTS: Type.Integer({ default: 8, minimum: 1 }),
+  INGEST_BACKOFF_MS: Type.Integer({ default: 1000, minimum: 1 }),
   DEDUP_WINDOW: Type.String({ default: 'PT24H' }),
   // Remembered message ids per source and window; past it the oldest window is dropped early
   // (a duplicate may then pass — a new message is never dropped).
@@ -85,6 +89,9 @@ export const ConfigSchema = Type.Object({
   HOLD_MAX: Type.String({ default: 'P7D' }),
   // Audiences: event history kept per (user, event) in UTC-day buckets; the widest window.
   HISTORY_RETENTION: Type.String({ default: 'P90D' }),
+  // An ingest job that failed every attempt (Redis trouble, a crash) keeps its bodies — raw
+  // messages — this long from its failure, for a replay; then they go, and the job with them.
+  FAILED_BODY_RETENTION: Type.String({ default: 'PT72H' }),
   AUDIENCE_SYNC_CONCURRENCY: Type.Integer({ default: 2, minimum: 1 })
 })
 
@@ -97,6 +104,7 @@ export interface Config extends RawConfig {
   writeKeyGraceMs: number
   holdMaxMs: number
   historyRetentionMs: number
+  failedBodyRetentionMs: number
 }
 
 export class ConfigError extends Error {}
@@ -160,6 +168,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     dedupWindowMs: durationMs('DEDUP_WINDOW', raw.DEDUP_WINDOW),
     writeKeyGraceMs: durationMs('WRITE_KEY_GRACE', raw.WRITE_KEY_GRACE),
     holdMaxMs: durationMs('HOLD_MAX', raw.HOLD_MAX),
-    historyRetentionMs: durationMs('HISTORY_RETENTION', raw.HISTORY_RETENTION)
+    historyRetentionMs: durationMs('HISTORY_RETENTION', raw.HISTORY_RETENTION),
+    failedBodyRetentionMs: durationMs('FAILED_BODY_RETENTION', raw.FAILED_BODY_RETENTION)
   }
 }
