@@ -43,14 +43,20 @@ export interface LocalRedis {
 }
 
 /**
+ * The AOF size past which the local Redis rewrites it (`auto-aof-rewrite-min-size`). Every request
+ * body is written to the AOF once and deleted once processed: until the next rewrite, processed
+ * bodies — raw messages — can still be read from the file. A lower bound keeps less of them on
+ * disk and rewrites more often (docs/operations.md has what each costs). Redis's default, 64 MB,
+ * forked a rewrite every second or two under load, rewriting a whole backlog each time.
+ */
+export const AOF_REWRITE_MIN_SIZE = '256mb'
+
+/**
  * Starts a redis-server as this service wants it: AOF on with fsync every second (at most ~1 s of
  * acknowledged messages lost if Redis itself crashes), `noeviction` (BullMQ must never lose keys
- * to eviction), data under `dir`. The AOF is compacted (rewritten) once it passes 1 GB, not
- * Redis's default 64 MB: every request body is written once and deleted once processed, so under
- * load the file grows by tens of MB a second while the data stays small, and at 64 MB Redis
- * forked a rewrite every second or two — with a backlog, rewriting all of it each time.
+ * to eviction), data under `dir`, the AOF rewritten past `aofRewriteMinSize`.
  */
-export async function startRedisServer (options: { binary: string, dir: string, port?: number, appendonly?: boolean }): Promise<LocalRedis> {
+export async function startRedisServer (options: { binary: string, dir: string, port?: number, appendonly?: boolean, aofRewriteMinSize?: string }): Promise<LocalRedis> {
   const dir = resolve(options.dir)
   mkdirSync(dir, { recursive: true })
   const port = options.port ?? await freePort()
@@ -60,7 +66,7 @@ export async function startRedisServer (options: { binary: string, dir: string, 
     '--dir', dir,
     '--appendonly', options.appendonly === false ? 'no' : 'yes',
     '--appendfsync', 'everysec',
-    '--auto-aof-rewrite-min-size', '1gb',
+    '--auto-aof-rewrite-min-size', options.aofRewriteMinSize ?? AOF_REWRITE_MIN_SIZE,
     '--save', '',
     '--maxmemory-policy', 'noeviction',
     '--daemonize', 'no'
