@@ -52,7 +52,8 @@ export function destinationVersionWarning (settings: FacebookSettings, now: numb
  */
 export function settingsWarnings (settings: FacebookSettings, now: number): string[] {
   const warnings: string[] = []
-  if (EVENT_MAPS.every((map) => Object.keys(settings[map]).length === 0)) {
+  // (`?? {}`: settings stored by a build that did not have every map yet)
+  if (EVENT_MAPS.every((map) => Object.keys(settings[map] ?? {}).length === 0)) {
     warnings.push('No event is mapped: completeRegistrationEvents, leadEvents, conversionEvents and audienceEntryEvents are all empty, so every event is filtered and nothing is sent to Meta.')
   }
   const version = destinationVersionWarning(settings, now)
