@@ -2,9 +2,10 @@ import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import { decryptSecret, encryptSecret } from '../src/crypto.js'
-import { expiredGraphVersion, settingsWarnings } from '../src/facebook/destination-checks.js'
+import { destinationVersionWarning, expiredGraphVersion, settingsWarnings } from '../src/facebook/destination-checks.js'
 import type { GraphError } from '../src/facebook/graph-response.js'
-import type { FacebookSettings } from '../src/facebook/settings.js'
+import { graphVersionStatus } from '../src/facebook/graph-versions.js'
+import { graphVersion, type FacebookSettings } from '../src/facebook/settings.js'
 import type { InvalidReason } from '../src/facebook/transform.js'
 import type { RedisKeys } from '../src/keys.js'
 import { TtlCache } from '../src/ttl-cache.js'
@@ -378,6 +379,22 @@ export class DestinationStore {
       warnings: settingsWarnings(stored.settings, now)
     }
   }
+}
+
+/**
+ * Logs one warning per destination whose Graph version has expired or expires soon, or that uses
+ * the closed legacy format (at start-up: one read of the destinations). Answers how many.
+ */
+export async function logGraphVersionWarnings (store: DestinationStore, now: number, log: { warn: (obj: object, msg: string) => void }): Promise<number> {
+  let logged = 0
+  for (const destination of await store.listAll()) {
+    const warning = destinationVersionWarning(destination.settings, now)
+    if (warning === undefined) continue
+    const { version, expiry } = graphVersionStatus(graphVersion(destination.settings), now)
+    log.warn({ destinationId: destination.id, sourceId: destination.sourceId, enabled: destination.enabled, graphVersion: version, expiresOn: expiry?.expiresAt.toISODate() }, warning)
+    logged++
+  }
+  return logged
 }
 
 declare module 'fastify' {

@@ -2,11 +2,12 @@
 // the default Graph version (v26.0), a version that expires (warned 90 days before, then
 // version_expired with its conversions held until apiVersion is changed, or HOLD_MAX), a
 // destination without a token (needs_token), the status precedence, the warning about maps
-// that are all empty. The app's clock is moved (buildTestApp's `now`) instead of depending on
-// today's date.
+// that are all empty, the days-left gauge in /metrics and the start-up log. The app's clock is
+// moved (buildTestApp's `now`) instead of depending on today's date.
 import t from 'tap'
+import { logGraphVersionWarnings } from '../../plugins/destinations.js'
 import { startFakeGraph } from '../fixtures/fake-graph.js'
-import { buildTestApp } from '../helpers/app.js'
+import { ADMIN_TOKEN, buildTestApp, type TestContext } from '../helpers/app.js'
 import {
   assertAccounted, createDestination, deliveredEventIds, destinationStats, FAST_DELIVERY_ENV, getDestination, sendBatch,
   settledStats, startDelivery, track, waitFor
@@ -42,6 +43,12 @@ async function clocked (t: Parameters<typeof buildTestApp>[0], start: number, en
 /** Orders that happened at the app's clock. */
 function ordersAt (clock: { now: number }, n: number) {
   return Array.from({ length: n }, (_, i) => track('Order Completed', { revenue: 10 + i }, { timestamp: new Date(clock.now).toISOString() }))
+}
+
+async function metricsText (ctx: TestContext): Promise<string> {
+  const response = await ctx.app.inject({ url: '/metrics', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+  t.equal(response.statusCode, 200)
+  return response.body
 }
 
 t.test('a new destination is on Graph v26.0, and its requests go to /v26.0', async (t) => {
@@ -217,4 +224,47 @@ t.test('a destination whose maps are all empty is accepted, with a warning on cr
   t.same(other.warnings, [], 'an audience map alone maps something')
   const list = (await ctx.admin('GET', `/v1/sources/${source.id}/destinations`)).json.destinations
   t.same(list.map((d: any) => d.warnings.length), [1, 0], 'every destination carries warnings')
+})
+
+t.test('/metrics: days left of each destination\'s Graph version, negative once expired', async (t) => {
+  const clock = { now: DEC_4 }
+  const ctx = await buildTestApp(t, { redis: freshPrefix(redis), now: () => clock.now, env: { ROLE: 'api' } })
+  const source = await ctx.createSource()
+  const v21 = await createDestination(ctx, source.id, { ...SETTINGS, apiVersion: 'v21.0' }, { token: null })
+  const current = await createDestination(ctx, source.id, SETTINGS, { token: null })
+  const legacy = await createDestination(ctx, source.id, { ...SETTINGS, apiFormat: 'offline-conversions' }, { token: null })
+  const gauge = (id: string, version: string) => new RegExp(`relay_destination_graph_version_days_left\\{destination="${id}",version="${version}"\\} (-?\\d+)`)
+
+  let body = await metricsText(ctx)
+  t.match(body, /# HELP relay_destination_graph_version_days_left /)
+  t.equal(gauge(v21.id, 'v21.0').exec(body)?.[1], '47', 'v21.0 on 2026-12-04 (noon): 47 whole days')
+  t.equal(gauge(legacy.id, 'v16.0').exec(body)?.[1], '-570', 'the legacy format goes to v16.0, retired on 2025-05-14')
+  t.notMatch(body, new RegExp(`graph_version_days_left\\{destination="${current.id}"`), 'v26.0 has no expiry date: left out')
+  t.match(body, new RegExp(`relay_destination_conversions\\{destination="${v21.id}",outcome="held"\\} 0`), 'held among the conversion counts')
+
+  clock.now = JAN_22
+  body = await metricsText(ctx)
+  t.equal(gauge(v21.id, 'v21.0').exec(body)?.[1], '-1', 'negative once expired')
+  await ctx.admin('PATCH', `/v1/destinations/${v21.id}`, { settings: { apiVersion: 'v25.0' } })
+  body = await metricsText(ctx)
+  t.notMatch(body, gauge(v21.id, 'v21.0'), 'the old version\'s series is gone')
+  t.equal(gauge(v21.id, 'v25.0').exec(body)?.[1], '554')
+})
+
+t.test('start-up: one warning per destination on a version that has expired or expires within 90 days', async (t) => {
+  const ctx = await buildTestApp(t, { redis: freshPrefix(redis), env: { ROLE: 'api' } })
+  const source = await ctx.createSource()
+  const v21 = await createDestination(ctx, source.id, { ...SETTINGS, apiVersion: 'v21.0' }, { token: null })
+  await createDestination(ctx, source.id, SETTINGS, { token: null })
+  await createDestination(ctx, source.id, { ...SETTINGS, apiVersion: 'v22.0' }, { token: null })
+  const v20 = await createDestination(ctx, source.id, { ...SETTINGS, apiVersion: 'v20.0' }, { token: null, enabled: false })
+  const legacy = await createDestination(ctx, source.id, { ...SETTINGS, apiFormat: 'offline-conversions' }, { token: null })
+  const lines: Array<{ obj: any, msg: string }> = []
+  const logged = await logGraphVersionWarnings(ctx.app.destinations, DEC_4, { warn: (obj, msg) => { lines.push({ obj, msg }) } })
+  t.equal(logged, 3)
+  const byId = new Map(lines.map((line) => [line.obj.destinationId, line]))
+  t.same([...byId.keys()].sort(), [v21.id, v20.id, legacy.id].sort(), 'one line each, none for v26.0 or v22.0 (166 days left)')
+  t.match(byId.get(v21.id), { obj: { sourceId: source.id, graphVersion: 'v21.0', expiresOn: '2027-01-21', enabled: true }, msg: /^Graph API v21\.0 expires on 2027-01-21 \(in 47 days\)/ })
+  t.match(byId.get(v20.id), { obj: { graphVersion: 'v20.0', expiresOn: '2026-09-24', enabled: false }, msg: /^Graph API v20\.0 expired on 2026-09-24/ })
+  t.match(byId.get(legacy.id), { obj: { graphVersion: 'v16.0' }, msg: /legacy offline conversions API/ })
 })
