@@ -2,6 +2,7 @@ import { createHmac, hash, randomBytes } from 'node:crypto'
 import { DelayedError, type Job, type Queue } from 'bullmq'
 import { Duration } from 'luxon'
 import { UnreadableTokenError, type DeadLetter, type DestinationStore, type StoredDestination } from '../plugins/destinations.js'
+import { expiredGraphVersion } from '../src/facebook/destination-checks.js'
 import { classifyGraphResponse, networkFailure, type GraphError, type GraphOutcome } from '../src/facebook/graph-response.js'
 import { graphVersion, type FacebookSettings } from '../src/facebook/settings.js'
 import { checkEventTime, type InvalidReason } from '../src/facebook/transform.js'
@@ -13,10 +14,14 @@ export interface DeliverDependencies {
   graphUrl: string
   appSecret?: string
   timeoutMs: number
-  /** How often a job held for a token looks again (it is also released when a token is set). */
+  /** How often a held job looks again (it is also released when a token is set or the version changed). */
   holdRecheckMs: number
-  /** How long conversions may wait for a token before they are dead-lettered (7 days). */
+  /** How long conversions may be held (for a token, or an expired version) before they are dead-lettered (7 days). */
   holdMaxMs: number
+  /**
+   * The app's clock (tests move it): event ages, Graph version expiry, pauses and holds are read
+   * against it. BullMQ's delays stay in real time.
+   */
   now?: () => number
   log: { warn: (obj: object, msg: string) => void, info: (obj: object, msg: string) => void }
 }
@@ -87,8 +92,9 @@ function tokenTag (token: string): string {
  * paused; a token). Answers 'delivered' (counted); or what the queued job should carry — Meta's
  * answer, which the deliver worker then acts on as if it had made the request itself (so
  * nothing about errors changes, and Meta is not asked twice); or `undefined` when no attempt was
- * made. A rate limit pauses the destination at once and is not carried: the queued job waits out
- * the pause and asks again.
+ * made (nor when the destination's Graph version has expired: the queued job is held). A rate
+ * limit pauses the destination at once and is not carried: the queued job waits out the pause
+ * and asks again.
  */
 export async function deliverNow (deps: DeliverNowDependencies, destinationId: string, data: DeliverJobData): Promise<'delivered' | FirstAttempt | undefined> {
   const now = deps.now ?? Date.now
@@ -101,6 +107,7 @@ export async function deliverNow (deps: DeliverNowDependencies, destinationId: s
   if (destination === undefined || !destination.enabled || destination.authStatus !== 'ok') return undefined
   if ((pausedUntil !== undefined && pausedUntil > now()) || token === undefined) return undefined
   const apiFormat = data.apiFormat ?? destination.settings.apiFormat
+  if (expiredGraphVersion(destination.settings, now(), apiFormat) !== undefined) return undefined
   const outcome = await postConversions(deps, destination, graphVersion({ ...destination.settings, apiFormat }), data.datasetId, token, data.conversions)
   if (outcome.kind === 'delivered') {
     await countDelivered(deps, destinationId, data.conversions.length)
@@ -129,16 +136,18 @@ function deadLetters (datasetId: string, apiFormat: FacebookSettings['apiFormat'
 
 /**
  * The deliver worker: one job is one request to Meta for one destination and dataset.
- * Errors follow spec/facebook.md's table. A pause (rate limit) or a hold (no valid token) moves
- * the job back to delayed without using an attempt, for this destination only — BullMQ's
- * `worker.rateLimit()` would stop the whole queue and so every other destination.
+ * Errors follow spec/facebook.md's table. A pause (rate limit) or a hold (no valid token, an
+ * expired Graph version) moves the job back to delayed without using an attempt, for this
+ * destination only — BullMQ's `worker.rateLimit()` would stop the whole queue and so every other
+ * destination.
  */
 export function createDeliverProcessor (deps: DeliverDependencies) {
   const now = deps.now ?? Date.now
   const log: Logger = deps.log
 
-  async function postpone (job: Job<DeliverJobData>, token: string | undefined, until: number): Promise<never> {
-    await job.moveToDelayed(until, token)
+  /** Runs the job again after `delayMs` (BullMQ's real time, whatever the app's clock says). */
+  async function postpone (job: Job<DeliverJobData>, token: string | undefined, delayMs: number): Promise<never> {
+    await job.moveToDelayed(Date.now() + Math.max(0, delayMs), token)
     throw new DelayedError()
   }
 
@@ -148,9 +157,18 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
     // A deleted destination takes its counters with it: nothing is left to count against.
     if (destination === undefined) return { dropped: 'destination deleted' }
     const store = deps.destinations
+    // A job that was held leaves `held` before its conversions are counted anywhere else, so
+    // held stays a part of retrying. (A release may have taken it out already: then a no-op.)
+    let held = job.data.heldSince !== undefined
+    const unhold = async () => {
+      if (!held) return
+      held = false
+      await store.release(destinationId, job.id!)
+    }
     // Disabled after these were queued (or while they waited for a token or a pause): they are
     // not sent, and count as filtered — as what is routed while it is disabled would.
     if (!destination.enabled) {
+      await unhold()
       await store.count(new Map([[destinationId, { filtered: job.data.conversions.length }]]))
       return { filtered: job.data.conversions.length }
     }
@@ -167,6 +185,8 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
       return false
     })
     if (expired.size > 0) {
+      // (held again below with what is left, if it still waits)
+      await unhold()
       await store.count(new Map([[destinationId, { invalid: Object.fromEntries(expired) }]]))
       if (conversions.length === 0) return { delivered: 0, expired: job.data.conversions.length }
       await job.updateData({ ...job.data, conversions, firstAttempt: undefined })
@@ -175,7 +195,33 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
     const pausedUntil = await store.pausedUntil(destinationId)
     if (pausedUntil !== undefined && pausedUntil > at) {
       // Spread the wake-ups a little so a pause does not end in a burst.
-      return postpone(job, lockToken, pausedUntil + Math.floor(Math.random() * 1000))
+      return postpone(job, lockToken, pausedUntil - at + Math.floor(Math.random() * 1000))
+    }
+
+    /**
+     * Holds the job (counted in `held`) until it is released or HOLD_MAX has passed since it was
+     * first held — on the app's clock — and then dead-letters it with `reason`.
+     */
+    async function hold (reason: string): Promise<DeliverResult> {
+      const heldSince = job.data.heldSince ?? at
+      if (at - heldSince >= deps.holdMaxMs) {
+        await unhold()
+        // Say how long they really waited: HOLD_MAX is configurable (7 days by default).
+        const error: GraphError = { message: `held for ${Duration.fromMillis(deps.holdMaxMs).rescale().toHuman()} (HOLD_MAX): ${reason}` }
+        await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, error), error)
+        return { deadLettered: conversions.length }
+      }
+      if (job.data.heldSince === undefined) await job.updateData({ ...job.data, heldSince })
+      await store.hold(destinationId, job.id!, conversions.length)
+      return postpone(job, lockToken, deps.holdRecheckMs)
+    }
+
+    // Meta refuses a retired version: hold rather than send them to be dead-lettered, until
+    // apiVersion is changed (which releases them).
+    const version = graphVersion({ ...destination.settings, apiFormat })
+    const expiredVersion = expiredGraphVersion(destination.settings, at, apiFormat)
+    if (expiredVersion !== undefined) {
+      return hold(`Graph API ${version} expired on ${expiredVersion.expiry!.expiresAt.toISODate()}: change settings.apiVersion`)
     }
 
     let token: string | undefined
@@ -194,16 +240,12 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
       }
     }
     if (token === undefined) {
-      if (at - job.timestamp > deps.holdMaxMs) {
-        // Say how long they really waited: HOLD_MAX is configurable (7 days by default).
-        const held = Duration.fromMillis(deps.holdMaxMs).rescale().toHuman()
-        const reason = tokenProblem ?? (destination.authStatus === 'ok' ? 'no access token was set' : destination.authMessage ?? destination.authStatus)
-        const error: GraphError = { message: `held for ${held} (HOLD_MAX): ${reason}` }
-        await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, error), error)
-        return { deadLettered: conversions.length }
-      }
-      await store.hold(destinationId, job.id!)
-      return postpone(job, lockToken, at + deps.holdRecheckMs)
+      return hold(tokenProblem ?? (destination.authStatus === 'ok' ? 'no access token was set' : destination.authMessage ?? destination.authStatus))
+    }
+    if (job.data.heldSince !== undefined) {
+      // Released: no longer held, and a later hold starts its own HOLD_MAX.
+      await unhold()
+      await job.updateData({ ...job.data, heldSince: undefined })
     }
 
     // The answer to the first attempt, made when the conversions were routed, stands for this
@@ -215,7 +257,7 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
       outcome = first.outcome
       await job.updateData({ ...job.data, firstAttempt: undefined })
     } else {
-      outcome = await postConversions(deps, destination, graphVersion({ ...destination.settings, apiFormat }), datasetId, token, conversions)
+      outcome = await postConversions(deps, destination, version, datasetId, token, conversions)
     }
     switch (outcome.kind) {
       case 'delivered':
@@ -224,20 +266,19 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
       case 'rate_limited': {
         const until = await pauseForRateLimit(deps, destinationId, outcome)
         await store.count(new Map(), { destinationId, lastError: { ...outcome.error, at: new Date(now()).toISOString() } })
-        return postpone(job, lockToken, until + Math.floor(Math.random() * 1000))
+        return postpone(job, lockToken, until - now() + Math.floor(Math.random() * 1000))
       }
       case 'reauthorize':
       case 'permission': {
         // Meta's answer is about the token this request carried. If a new one was set while the
         // request was in flight, marking the destination now would hold everything behind a
         // good token: try again with the new one instead.
-        if (await store.accessToken(destinationId).catch(() => undefined) !== token) return postpone(job, lockToken, now())
+        if (await store.accessToken(destinationId).catch(() => undefined) !== token) return postpone(job, lockToken, 0)
         const authStatus = outcome.kind === 'reauthorize' ? 'needs_reauthorization' : 'permission_denied'
         log.warn({ destinationId, error: outcome.error }, `Meta refused the token: destination ${authStatus}, conversions held until a token is set`)
         await store.update(destinationId, { authStatus, authMessage: outcome.error.message })
         await store.count(new Map(), { destinationId, lastError: { ...outcome.error, at: new Date(now()).toISOString() } })
-        await store.hold(destinationId, job.id!)
-        return postpone(job, lockToken, now() + deps.holdRecheckMs)
+        return hold(outcome.error.message)
       }
       case 'invalid_event': {
         // Meta: one invalid event fails the whole request — split until the bad ones stand alone.

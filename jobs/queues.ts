@@ -182,6 +182,8 @@ export interface DeliverJobData {
   conversions: QueuedConversion[]
   /** Meta's answer to the request's first attempt, made when it was routed (jobs/deliver.ts deliverNow). */
   firstAttempt?: FirstAttempt
+  /** When it was first held (for a token, or an expired Graph version), in ms on the app's clock. */
+  heldSince?: number
 }
 
 export interface FirstAttempt {

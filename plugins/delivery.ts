@@ -13,6 +13,11 @@ declare module 'fastify' {
     deliverQueue: Queue<DeliverJobData>
     /** Stores a token, marks the destination authorised again and releases its held conversions. */
     connectDestinationToken: (destinationId: string, token: string) => Promise<void>
+    /**
+     * Runs the destination's held deliver jobs again at once (what held them may be gone: a token
+     * set, the Graph version changed); those still blocked are held again.
+     */
+    releaseHeldConversions: (destinationId: string) => Promise<void>
   }
 }
 
@@ -36,14 +41,18 @@ export default fp(async (app) => {
   })
   deliverQueue.on('error', (err) => app.log.warn({ err }, 'deliver queue error'))
   app.decorate('deliverQueue', deliverQueue)
-  app.decorate('connectDestinationToken', async (destinationId: string, token: string) => {
-    await app.destinations.setAccessToken(destinationId, token)
-    await app.destinations.update(destinationId, { authStatus: 'ok' })
+  async function releaseHeldConversions (destinationId: string): Promise<void> {
     for (const jobId of await app.destinations.takeHeld(destinationId)) {
       const job = await deliverQueue.getJob(jobId)
       // Promote may race the job's own wake-up; either way it runs once more.
       if (job !== undefined && await job.isDelayed()) await job.promote().catch(() => {})
     }
+  }
+  app.decorate('releaseHeldConversions', releaseHeldConversions)
+  app.decorate('connectDestinationToken', async (destinationId: string, token: string) => {
+    await app.destinations.setAccessToken(destinationId, token)
+    await app.destinations.update(destinationId, { authStatus: 'ok' })
+    await releaseHeldConversions(destinationId)
   })
 
   let worker: Worker<DeliverJobData> | undefined
@@ -88,6 +97,7 @@ export default fp(async (app) => {
       timeoutMs: config.GRAPH_TIMEOUT_MS,
       holdRecheckMs: config.HOLD_RECHECK_MS,
       holdMaxMs: config.holdMaxMs,
+      now: app.now,
       log: app.log
     }), {
       connection: app.workerConnection,

@@ -2,8 +2,10 @@ import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import { decryptSecret, encryptSecret } from '../src/crypto.js'
+import { destinationVersionWarning, expiredGraphVersion, settingsWarnings } from '../src/facebook/destination-checks.js'
 import type { GraphError } from '../src/facebook/graph-response.js'
-import type { FacebookSettings } from '../src/facebook/settings.js'
+import { graphVersionStatus } from '../src/facebook/graph-versions.js'
+import { graphVersion, type FacebookSettings } from '../src/facebook/settings.js'
 import type { InvalidReason } from '../src/facebook/transform.js'
 import type { RedisKeys } from '../src/keys.js'
 import { TtlCache } from '../src/ttl-cache.js'
@@ -14,8 +16,41 @@ if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1`
 
+// Holds a deliver job's conversions: KEYS held-conversions, stats; ARGV job id, conversions. Held
+// again (each recheck), the job's entry is replaced, so `held` counts each conversion once.
+const HOLD = `
+local before = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local delta = tonumber(ARGV[2]) - before
+if delta ~= 0 then redis.call('HINCRBY', KEYS[2], 'held', delta) end`
+
+// A job no longer held (sent, filtered, dead-lettered): KEYS held-conversions, stats; ARGV job id.
+const RELEASE = `
+local before = redis.call('HGET', KEYS[1], ARGV[1])
+if not before then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HINCRBY', KEYS[2], 'held', -tonumber(before))
+return 1`
+
+// Every held job, taken out to run again: KEYS held-conversions, stats, the older builds' set.
+const TAKE_HELD = `
+local entries = redis.call('HGETALL', KEYS[1])
+local ids = {}
+local total = 0
+for i = 1, #entries, 2 do
+  ids[#ids + 1] = entries[i]
+  total = total + tonumber(entries[i + 1])
+end
+redis.call('DEL', KEYS[1])
+if total ~= 0 then redis.call('HINCRBY', KEYS[2], 'held', -total) end
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do ids[#ids + 1] = id end
+redis.call('DEL', KEYS[3])
+return ids`
+
 export type AuthStatus = 'ok' | 'needs_reauthorization' | 'permission_denied'
-export type DestinationStatus = 'active' | 'disabled' | 'needs_reauthorization' | 'permission_denied'
+/** One status at a time, by precedence (DESIGN.md). */
+export const DESTINATION_STATUSES = ['disabled', 'version_expired', 'needs_reauthorization', 'permission_denied', 'needs_token', 'active'] as const
+export type DestinationStatus = typeof DESTINATION_STATUSES[number]
 
 export interface StoredDestination {
   id: string
@@ -36,6 +71,8 @@ export interface Destination extends Omit<StoredDestination, 'authStatus' | 'aut
   /** An access token is stored (it is never returned). */
   connected: boolean
   pausedUntil?: string
+  /** Sentences about what will not work as its owner may expect (an expiring Graph version, no event mapped…). */
+  warnings: string[]
 }
 
 export interface DestinationStats {
@@ -44,6 +81,8 @@ export interface DestinationStats {
   invalid: { total: number, byReason: Record<string, number> }
   delivered: number
   retrying: number
+  /** The part of `retrying` held back: waiting for a token, or for an expired Graph version to be changed. */
+  held: number
   deadLettered: number
   lastError: (GraphError & { at: string }) | null
   lastSuccessAt: string | null
@@ -77,9 +116,12 @@ export const MAX_DEAD_LETTERS = 100_000
 /** A stored token that this process cannot decrypt: a replica with another SECRET_KEY stored it. */
 export class UnreadableTokenError extends Error {}
 
-export function destinationStatus (stored: StoredDestination): DestinationStatus {
+/** The destination's status at `now` (the app's clock), `connected` when it has a token. */
+export function destinationStatus (stored: StoredDestination, connected: boolean, now: number): DestinationStatus {
   if (!stored.enabled) return 'disabled'
-  return stored.authStatus === 'ok' ? 'active' : stored.authStatus
+  if (expiredGraphVersion(stored.settings, now) !== undefined) return 'version_expired'
+  if (stored.authStatus !== 'ok') return stored.authStatus
+  return connected ? 'active' : 'needs_token'
 }
 
 /**
@@ -93,7 +135,9 @@ export class DestinationStore {
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
     private readonly secret: string,
-    cacheTtlMs = 2000
+    cacheTtlMs = 2000,
+    /** The app's clock (tests move it): statuses, warnings and pauses are read against it. */
+    private readonly now: () => number = Date.now
   ) {
     this.bySourceCache = new TtlCache(cacheTtlMs)
   }
@@ -143,7 +187,7 @@ export class DestinationStore {
       .del(this.keys.accessToken(id))
       .del(this.keys.pausedUntil(id))
       .exec()
-    await this.redis.del(this.keys.destinationStats(id), this.keys.deadLetters(id), this.keys.heldJobs(id))
+    await this.redis.del(this.keys.destinationStats(id), this.keys.deadLetters(id), this.keys.heldJobs(id), this.keys.heldConversions(id))
     this.bySourceCache.delete(current.sourceId)
     return true
   }
@@ -154,6 +198,11 @@ export class DestinationStore {
     const values = await this.redis.hmget(this.keys.destinations, ...ids)
     return values.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as StoredDestination)
       .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+  }
+
+  /** Every destination of every source, in one round trip. */
+  async listAll (): Promise<StoredDestination[]> {
+    return (await this.redis.hvals(this.keys.destinations)).map((v) => JSON.parse(v) as StoredDestination)
   }
 
   /** The source's destinations, from a short-lived cache (the ingest worker's hot path). */
@@ -191,7 +240,7 @@ export class DestinationStore {
 
   /** Rate limited: nothing goes to this destination before `until` (ms). */
   async pause (id: string, until: number): Promise<void> {
-    await this.redis.set(this.keys.pausedUntil(id), String(until), 'PX', Math.max(1, until - Date.now()))
+    await this.redis.set(this.keys.pausedUntil(id), String(until), 'PX', Math.max(1, until - this.now()))
   }
 
   async pausedUntil (id: string): Promise<number | undefined> {
@@ -199,15 +248,23 @@ export class DestinationStore {
     return value === null ? undefined : Number(value)
   }
 
-  /** Deliver jobs held back for a token (190, permission errors, none set), released on reconnect. */
-  async hold (id: string, jobId: string): Promise<void> {
-    await this.redis.sadd(this.keys.heldJobs(id), jobId)
+  /**
+   * A deliver job held back — for a token (190, permission errors, none set) or for an expired
+   * Graph version — with its `conversions`, counted in `held` until it is released (a token set,
+   * the version changed) or leaves the hold by itself (release).
+   */
+  async hold (id: string, jobId: string, conversions: number): Promise<void> {
+    await this.redis.eval(HOLD, 2, this.keys.heldConversions(id), this.keys.destinationStats(id), jobId, conversions)
   }
 
+  /** The job's conversions are held no longer (sent, filtered, dead-lettered, or dropped as too old). */
+  async release (id: string, jobId: string): Promise<void> {
+    await this.redis.eval(RELEASE, 2, this.keys.heldConversions(id), this.keys.destinationStats(id), jobId)
+  }
+
+  /** Takes every held job out (they no longer count as held), to run them again at once. */
   async takeHeld (id: string): Promise<string[]> {
-    const key = this.keys.heldJobs(id)
-    const [[, members]] = (await this.redis.multi().smembers(key).del(key).exec()) as [[Error | null, string[]], unknown]
-    return members
+    return await this.redis.eval(TAKE_HELD, 3, this.keys.heldConversions(id), this.keys.destinationStats(id), this.keys.heldJobs(id)) as string[]
   }
 
   /** Adds up counters of several destinations in one round trip. */
@@ -251,6 +308,9 @@ export class DestinationStore {
       // rate limit or a token. Derived, so received = filtered + invalid + delivered +
       // deadLettered + retrying always holds.
       retrying: Math.max(0, received - settled),
+      // Exact once settled; bounded by retrying for the moment between a route stage queueing a
+      // job (which a worker may hold at once) and counting what it received.
+      held: Math.max(0, Math.min(n('held'), received - settled)),
       deadLettered: n('deadLettered'),
       lastError: raw.lastError === undefined ? null : JSON.parse(raw.lastError),
       lastSuccessAt: raw.lastSuccessAt ?? null
@@ -309,14 +369,32 @@ export class DestinationStore {
   async toPublic (stored: StoredDestination): Promise<Destination> {
     const [connected, paused] = await Promise.all([this.hasAccessToken(stored.id), this.pausedUntil(stored.id)])
     const { authStatus, authMessage, ...rest } = stored
+    const now = this.now()
     return {
       ...rest,
-      status: destinationStatus(stored),
+      status: destinationStatus(stored, connected, now),
       ...(authMessage === undefined ? {} : { statusMessage: authMessage }),
       connected,
-      ...(paused !== undefined && paused > Date.now() ? { pausedUntil: new Date(paused).toISOString() } : {})
+      ...(paused !== undefined && paused > now ? { pausedUntil: new Date(paused).toISOString() } : {}),
+      warnings: settingsWarnings(stored.settings, now)
     }
   }
+}
+
+/**
+ * Logs one warning per destination whose Graph version has expired or expires soon, or that uses
+ * the closed legacy format (at start-up: one read of the destinations). Answers how many.
+ */
+export async function logGraphVersionWarnings (store: DestinationStore, now: number, log: { warn: (obj: object, msg: string) => void }): Promise<number> {
+  let logged = 0
+  for (const destination of await store.listAll()) {
+    const warning = destinationVersionWarning(destination.settings, now)
+    if (warning === undefined) continue
+    const { version, expiry } = graphVersionStatus(graphVersion(destination.settings), now)
+    log.warn({ destinationId: destination.id, sourceId: destination.sourceId, enabled: destination.enabled, graphVersion: version, expiresOn: expiry?.expiresAt.toISODate() }, warning)
+    logged++
+  }
+  return logged
 }
 
 declare module 'fastify' {
@@ -327,5 +405,5 @@ declare module 'fastify' {
 
 export default fp(async (app) => {
   if (app.config.SECRET_KEY === undefined) throw new Error('SECRET_KEY is required to store access tokens')
-  app.decorate('destinations', new DestinationStore(app.redis, app.keys, app.config.SECRET_KEY))
+  app.decorate('destinations', new DestinationStore(app.redis, app.keys, app.config.SECRET_KEY, undefined, app.now))
 }, { name: 'destinations', dependencies: ['redis'] })

@@ -5,6 +5,8 @@ import type { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import { graphVersionStatus } from '../src/facebook/graph-versions.js'
+import { graphVersion } from '../src/facebook/settings.js'
 import { isAdminToken, presentedAdminToken } from './auth.js'
 import { htmlPageHeaders } from './http-hardening.js'
 
@@ -43,7 +45,7 @@ export default fp(async (app) => {
   }))
   registry.registerMetric(new Gauge({
     name: 'relay_destination_conversions',
-    help: 'Conversions per destination by outcome (received = filtered + invalid + delivered + dead_lettered + retrying)',
+    help: 'Conversions per destination by outcome (received = filtered + invalid + delivered + dead_lettered + retrying; held is a part of retrying)',
     labelNames: ['destination', 'outcome'],
     registers: [],
     async collect () {
@@ -57,10 +59,26 @@ export default fp(async (app) => {
             invalid: stats.invalid.total,
             delivered: stats.delivered,
             dead_lettered: stats.deadLettered,
-            retrying: stats.retrying
+            retrying: stats.retrying,
+            held: stats.held
           }
           for (const [outcome, value] of Object.entries(outcomes)) this.set({ destination: destination.id, outcome }, value)
         }
+      }
+    }
+  }))
+  registry.registerMetric(new Gauge({
+    name: 'relay_destination_graph_version_days_left',
+    help: 'Whole days before Meta retires the Graph API version each destination sends to, negative once expired (status version_expired; the legacy format always sends to v16.0); destinations on a version without an expiry date are left out',
+    labelNames: ['destination', 'version'],
+    registers: [],
+    async collect () {
+      this.reset()
+      const now = app.now()
+      for (const destination of await app.destinations.listAll()) {
+        const version = graphVersion(destination.settings)
+        const { daysLeft } = graphVersionStatus(version, now)
+        if (daysLeft !== undefined) this.set({ destination: destination.id, version }, daysLeft)
       }
     }
   }))

@@ -15,7 +15,10 @@ export function redisKeys (prefix: string) {
     sourceDestinations: (sourceId: string) => `${prefix}:source-destinations:${sourceId}`,
     accessToken: (destinationId: string) => `${prefix}:access-token:${destinationId}`,
     pausedUntil: (destinationId: string) => `${prefix}:paused:${destinationId}`,
+    // Deliver jobs held by builds before held-conversions (a set of job ids): still released.
     heldJobs: (destinationId: string) => `${prefix}:held:{${destinationId}}`,
+    // Deliver jobs held back (no token, an expired Graph version): job id → its conversions.
+    heldConversions: (destinationId: string) => `${prefix}:held-conversions:{${destinationId}}`,
     destinationStats: (destinationId: string) => `${prefix}:dstats:{${destinationId}}`,
     deadLetters: (destinationId: string) => `${prefix}:dead-letters:{${destinationId}}`,
     oauthState: (state: string) => `${prefix}:oauth-state:${state}`,

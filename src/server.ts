@@ -1,5 +1,6 @@
 import cluster from 'node:cluster'
 import closeWithGrace from 'close-with-grace'
+import { logGraphVersionWarnings } from '../plugins/destinations.js'
 import { buildApp, LOG_REDACT } from './app.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { findOnPath, redisAnswers, startRedisServer, type LocalRedis } from './local-redis.js'
@@ -65,6 +66,12 @@ async function main (): Promise<void> {
   })
   await app.listen({ port: config.PORT, host: config.HOST })
   app.log.info({ role: config.ROLE, docs: `http://${config.HOST}:${config.PORT}/docs` }, 'conversion relay is running')
+  // Destinations on a Graph version Meta retires (or has retired): said once at start-up, by one
+  // process of a cluster; not awaited, and a failure to read them never stops the service.
+  if (!cluster.isWorker || cluster.worker?.id === 1) {
+    logGraphVersionWarnings(app.destinations, app.now(), app.log)
+      .catch((err) => app.log.warn({ err }, 'could not check the destinations\' Graph API versions'))
+  }
 }
 
 /** The primary of PROCESSES > 1: each process gets the prepared Redis URL and secrets. */

@@ -1,13 +1,14 @@
 import { Type, type Static } from 'typebox'
 import Value from 'typebox/value'
+import { CURRENT_GRAPH_VERSION } from './graph-versions.js'
 
 /** The destination's name in Segment messages (`integrations`, `context`). */
 export const DESTINATION_NAME = 'Facebook Offline Conversions'
 /** The destination's `type` in the admin API. */
 export const DESTINATION_TYPE = 'facebook-offline-conversions'
 
-/** A current Graph API version: the default for `apiVersion`. */
-export const DEFAULT_GRAPH_VERSION = 'v21.0'
+/** The current Graph API version (graph-versions.ts): the default for `apiVersion`. */
+export const DEFAULT_GRAPH_VERSION = CURRENT_GRAPH_VERSION
 /** spec/facebook.md: the legacy offline API was last accepted by v16.0, so that format always uses it. */
 export const LEGACY_GRAPH_VERSION = 'v16.0'
 
@@ -41,7 +42,7 @@ export const FacebookSettingsSchema = Type.Object({
   apiVersion: Type.Optional(Type.String({
     pattern: '^v[0-9]+\\.[0-9]+$',
     default: DEFAULT_GRAPH_VERSION,
-    description: 'Graph API version for the Conversions API'
+    description: 'Graph API version for the Conversions API. The destination warns 90 days before Meta retires it, and holds its conversions once it has expired (status version_expired) until this is changed'
   })),
   testEventCode: Type.Optional(Type.String({
     minLength: 1,
@@ -75,7 +76,7 @@ const SETTING_RULES: Readonly<Record<string, string>> = {
   valueFieldIdentifier: 'must be "value" or "price"',
   limitedDataUse: 'must be a boolean',
   apiFormat: 'must be "conversions-api" or "offline-conversions"',
-  apiVersion: 'must be a Graph API version such as "v21.0"',
+  apiVersion: `must be a Graph API version such as "${DEFAULT_GRAPH_VERSION}"`,
   testEventCode: 'must be a non-empty string',
   uploadTag: 'must be a non-empty string',
   sendAudienceProperties: 'must be a boolean'

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { StoredDestination } from '../../plugins/destinations.js'
+import { DESTINATION_STATUSES, type StoredDestination } from '../../plugins/destinations.js'
 import { MAX_EVENTS } from '../../jobs/route.js'
 import { DESTINATION_TYPE, FacebookSettingsSchema, parseFacebookSettings, type FacebookSettings } from '../facebook/settings.js'
 import { ADMIN_ERRORS, AdminError, ref } from './schemas.js'
@@ -14,10 +14,18 @@ export const DestinationSchema = Type.Object({
   type: Type.String({ enum: [DESTINATION_TYPE] }),
   name: Type.String(),
   enabled: Type.Boolean(),
-  status: Type.String({ enum: ['active', 'disabled', 'needs_reauthorization', 'permission_denied'], description: 'needs_reauthorization after Meta\'s code 190; permission_denied after codes 10, 200–299. Conversions are held until a token is set.' }),
+  status: Type.String({
+    enum: [...DESTINATION_STATUSES],
+    description: 'One status, by precedence: disabled > version_expired (settings.apiVersion is past Meta\'s expiry: conversions are held until it is changed) > ' +
+      'needs_reauthorization (after Meta\'s code 190) > permission_denied (after codes 10, 200–299) > needs_token (no access token yet) > active. ' +
+      'Conversions are held until a token is set (or the version changed), at most HOLD_MAX.'
+  }),
   statusMessage: Type.Optional(Type.String({ description: 'Meta\'s message for the status' })),
   connected: Type.Boolean({ description: 'An access token is stored (tokens are never returned)' }),
   pausedUntil: Type.Optional(Type.String({ format: 'date-time', description: 'Rate limited by Meta: nothing is sent before then' })),
+  warnings: Type.Array(Type.String(), {
+    description: 'Sentences about what will not work as expected: a Graph version that has expired or expires within 90 days, the closed legacy format, no event mapped. Empty when none.'
+  }),
   settings: Type.Unsafe({ $ref: 'FacebookSettings#' }),
   createdAt: Type.String({ format: 'date-time' }),
   updatedAt: Type.String({ format: 'date-time' })
@@ -28,11 +36,12 @@ const Stats = Type.Object({
   filtered: Type.Integer({ description: 'Unmapped events, other calls, messages whose integrations turn this destination off' }),
   invalid: Type.Object({ total: Type.Integer(), byReason: Type.Record(Type.String(), Type.Integer()) }, { description: 'Refused locally, never sent' }),
   delivered: Type.Integer(),
-  retrying: Type.Integer({ description: 'Not settled yet: queued, backing off, or held for a rate limit or a token' }),
+  retrying: Type.Integer({ description: 'Not settled yet: queued, backing off, paused for a rate limit, or held' }),
+  held: Type.Integer({ description: 'The part of retrying held back until a token is set, or an expired apiVersion is changed (at most HOLD_MAX, then dead-lettered)' }),
   deadLettered: Type.Integer({ description: 'Failed for good; see /failures' }),
   lastError: Type.Union([Type.Object({ message: Type.String(), code: Type.Optional(Type.Integer()), subcode: Type.Optional(Type.Integer()), status: Type.Optional(Type.Integer()), fbtraceId: Type.Optional(Type.String()), at: Type.String({ format: 'date-time' }) }), Type.Null()]),
   lastSuccessAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
-}, { description: 'received = filtered + invalid.total + delivered + deadLettered + retrying' })
+}, { description: 'received = filtered + invalid.total + delivered + deadLettered + retrying; held ≤ retrying' })
 
 const Failure = Type.Object({
   id: Type.String(),
@@ -158,6 +167,10 @@ const destinations: FastifyPluginAsyncTypebox = async (app) => {
       changes.settings = parsed.settings
     }
     const updated = await store.update(current.id, changes)
+    // A new Graph version (or format) may be one Meta answers: what waited for it goes now.
+    if (changes.settings !== undefined && (changes.settings.apiVersion !== current.settings.apiVersion || changes.settings.apiFormat !== current.settings.apiFormat)) {
+      await app.releaseHeldConversions(current.id)
+    }
     return store.toPublic(updated!)
   })
 

@@ -230,15 +230,15 @@ t.test('code 190: needs_reauthorization, conversions held until a new token, the
   }, 10_000, 'status needs_reauthorization')
   t.match(flagged.statusMessage, /access token/, 'Meta\'s message')
   // (the route stage counts right after queueing: wait for its count rather than race it)
-  const held = await waitFor(async () => { const s = await destinationStats(ctx, destination.id); return s.received === 3 && s }, 10_000, 'the count')
-  t.match(held, { received: 3, retrying: 3, delivered: 0, deadLettered: 0, lastError: { code: 190 } })
+  const held = await waitFor(async () => { const s = await destinationStats(ctx, destination.id); return s.received === 3 && s.held === 3 && s }, 10_000, 'the count')
+  t.match(held, { received: 3, retrying: 3, held: 3, delivered: 0, deadLettered: 0, lastError: { code: 190 } })
 
   graph.addToken('fresh-token-0123456789')
   t.equal((await ctx.admin('PUT', `/v1/destinations/${destination.id}/access-token`, { accessToken: 'fresh-token-0123456789' })).statusCode, 204)
   t.equal((await getDestination(ctx, destination.id)).status, 'active')
   const stats = await settledStats(ctx, destination.id, 3)
   assertAccounted(t, stats, 3)
-  t.match(stats, { delivered: 3, deadLettered: 0 })
+  t.match(stats, { delivered: 3, deadLettered: 0, held: 0 })
   t.same(new Set(deliveredEventIds(graph)), new Set(messages.map((m) => m.messageId)))
   t.equal(graph.requests, 2, 'held conversions wait without calling Meta')
 })
@@ -295,7 +295,7 @@ t.test('held past HOLD_MAX: dead letters, replayable once a token is set', async
     await sendBatch(ctx, source.writeKey, orders(2))
     const stats = await settledStats(ctx, destination.id, 2)
     assertAccounted(t, stats, 2)
-    t.match(stats, { delivered: 0, deadLettered: 2 })
+    t.match(stats, { delivered: 0, deadLettered: 2, held: 0 })
     t.equal(graph.requests, 0, 'nothing was sent without a token')
     const failures = (await ctx.admin('GET', `/v1/destinations/${destination.id}/failures`)).json
     t.equal(failures.total, 2)
@@ -319,7 +319,7 @@ t.test('held past HOLD_MAX: dead letters, replayable once a token is set', async
     await sendBatch(ctx, source.writeKey, orders(2))
     const stats = await settledStats(ctx, destination.id, 2)
     assertAccounted(t, stats, 2)
-    t.match(stats, { delivered: 0, deadLettered: 2 })
+    t.match(stats, { delivered: 0, deadLettered: 2, held: 0 })
     t.equal((await getDestination(ctx, destination.id)).status, 'needs_reauthorization')
     const failures = (await ctx.admin('GET', `/v1/destinations/${destination.id}/failures`)).json
     t.match(failures.failures[0].error.message, /access token/, 'with Meta\'s reason')
@@ -446,7 +446,7 @@ t.test('conversions queued before apiFormat changes go out in the format they we
   const stats = await settledStats(ctx, destination.id, 2)
   assertAccounted(t, stats, 2)
   t.match(stats, { delivered: 2, deadLettered: 0 })
-  t.same(graph.received.map((b) => b.version), ['v21.0'], 'the queued Conversions API events, to a Conversions API version')
+  t.same(graph.received.map((b) => b.version), ['v26.0'], 'the queued Conversions API events, to a Conversions API version')
   t.same(new Set(deliveredEventIds(graph)), new Set(messages.map((m) => m.messageId)))
 
   // New conversions use the new format.

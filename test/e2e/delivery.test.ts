@@ -56,7 +56,7 @@ t.test('the seed example, end to end through analytics-node', async (t) => {
   t.equal(await jobCounter('deliver'), null, 'no deliver job was queued')
 
   for (const batch of graph.received) {
-    t.equal(batch.version, 'v21.0', 'the Conversions API at the default version')
+    t.equal(batch.version, 'v26.0', 'the Conversions API at the default version')
     t.equal(batch.body.upload_tag, 'Segment', 'upload_tag "Segment", as in the seed')
     t.equal(batch.body.test_event_code, undefined, 'no test_event_code unless set')
   }
@@ -143,7 +143,8 @@ t.test('test_event_code, upload_tag and apiVersion from the settings', async (t)
     conversionEvents: { 'Order Completed': '555' },
     testEventCode: 'TEST12345',
     uploadTag: 'store-upload',
-    apiVersion: 'v19.0'
+    // Newer than every version this build knows, so never expired (v19.0 was, on 2026-09-24 at the latest)
+    apiVersion: 'v27.0'
   })
   await sendBatch(ctx, source.writeKey, [track('Order Completed', { revenue: 5, currency: 'eur' })])
   const stats = await settledStats(ctx, destination.id, 1)
@@ -151,7 +152,7 @@ t.test('test_event_code, upload_tag and apiVersion from the settings', async (t)
   t.equal(stats.delivered, 1)
   t.equal(graph.received.length, 1)
   const [batch] = graph.received
-  t.equal(batch.version, 'v19.0')
+  t.equal(batch.version, 'v27.0')
   t.equal(batch.body.test_event_code, 'TEST12345')
   t.equal(batch.body.upload_tag, 'store-upload')
   t.equal(batch.body.data[0].custom_data.currency, 'EUR')

@@ -60,8 +60,9 @@ t.test('create, read, list, update and delete a destination', async (t) => {
     type: DESTINATION_TYPE,
     name: 'Facebook Offline Conversions',
     enabled: true,
-    status: 'active',
+    status: 'needs_token',
     connected: false,
+    warnings: [],
     settings: {
       conversionEvents: SETTINGS.conversionEvents,
       completeRegistrationEvents: {},
@@ -69,6 +70,7 @@ t.test('create, read, list, update and delete a destination', async (t) => {
       valueFieldIdentifier: 'value',
       limitedDataUse: false,
       apiFormat: 'conversions-api',
+      apiVersion: 'v26.0',
       uploadTag: 'Segment',
       sendAudienceProperties: true
     }

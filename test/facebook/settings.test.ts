@@ -25,7 +25,7 @@ function errorOf (input: unknown): string {
 t.test('names and schema id', async (t) => {
   t.equal(DESTINATION_NAME, 'Facebook Offline Conversions')
   t.equal(DESTINATION_TYPE, 'facebook-offline-conversions')
-  t.equal(DEFAULT_GRAPH_VERSION, 'v21.0')
+  t.equal(DEFAULT_GRAPH_VERSION, 'v26.0', 'the current version (v21.0 expires on 2027-01-21)')
   t.equal(Reflect.get(FacebookSettingsSchema, '$id'), 'FacebookSettings', 'a named component in OpenAPI')
 })
 
@@ -37,7 +37,7 @@ t.test('an empty object gets every default of DESIGN.md', async (t) => {
     valueFieldIdentifier: 'value',
     limitedDataUse: false,
     apiFormat: 'conversions-api',
-    apiVersion: 'v21.0',
+    apiVersion: 'v26.0',
     uploadTag: 'Segment',
     sendAudienceProperties: true,
     audienceEntryEvents: {}
@@ -87,7 +87,7 @@ t.test('errors name the field and the rule', async (t) => {
     ['an unknown value field', { valueFieldIdentifier: 'cost' }, 'settings.valueFieldIdentifier: must be "value" or "price"'],
     ['a non-boolean LDU', { limitedDataUse: 'yes' }, 'settings.limitedDataUse: must be a boolean'],
     ['an unknown format', { apiFormat: 'capi' }, 'settings.apiFormat: must be "conversions-api" or "offline-conversions"'],
-    ['a version without v', { apiVersion: '21.0' }, 'settings.apiVersion: must be a Graph API version such as "v21.0"'],
+    ['a version without v', { apiVersion: '21.0' }, 'settings.apiVersion: must be a Graph API version such as "v26.0"'],
     ['an empty test event code', { testEventCode: '' }, 'settings.testEventCode: must be a non-empty string'],
     ['a numeric upload tag', { uploadTag: 5 }, 'settings.uploadTag: must be a non-empty string'],
     ['a non-boolean audience switch', { sendAudienceProperties: 1 }, 'settings.sendAudienceProperties: must be a boolean'],
