@@ -44,6 +44,8 @@ export class Memo<V> {
   }
 
   get (key: string): V | undefined {
+    // never stored (below), and not even hashed for a lookup
+    if (key.length > MEMO_MAX_KEY_LENGTH) return undefined
     const value = this.young.get(key)
     if (value !== undefined) return value
     const kept = this.old.get(key)
