@@ -869,18 +869,12 @@ export function fillMatchKeys (target: MatchKeys, fallback: MatchKeys): MatchKey
     }
   }
   // the birthday and its legacy parts travel together, so they never mix two dates: a whole
-  // date from the profile replaces a year sent alone (which has no db)
+  // date from the profile replaces a year sent alone (a doby without db, and no month or day)
   if (target.db === undefined && fallback.db !== undefined) {
     target.db = fallback.db
-    if (fallback.doby !== undefined) {
-      target.doby = fallback.doby
-      if (fallback.dobm !== undefined) target.dobm = fallback.dobm
-      else delete target.dobm
-      if (fallback.dobd !== undefined) target.dobd = fallback.dobd
-      else delete target.dobd
-    }
-  } else if (target.db === undefined && target.doby === undefined && fallback.doby !== undefined) {
-    target.doby = fallback.doby
+    if (fallback.doby !== undefined) target.doby = fallback.doby
+    if (fallback.dobm !== undefined) target.dobm = fallback.dobm
+    if (fallback.dobd !== undefined) target.dobd = fallback.dobd
   }
   return target
 }

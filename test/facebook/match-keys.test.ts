@@ -324,6 +324,9 @@ t.test('mergeMatchKeys: message values win, the profile fills the gaps', async (
   t.same(mergeMatchKeys({ ct: 'c1' }, profile), {
     em: ['e2'], ph: ['p2'], ge: 'g2', ct: 'c1', st: 's2', db: 'd2', doby: 'y2', dobm: 'm2', dobd: 'x2'
   })
+  t.same(mergeMatchKeys({ doby: 'y1' }, profile), { em: ['e2'], ph: ['p2'], ge: 'g2', ct: 'c2', st: 's2', db: 'd2', doby: 'y2', dobm: 'm2', dobd: 'x2' },
+    'a whole date from the profile replaces a year alone')
+  t.same(mergeMatchKeys({ doby: 'y1' }, { db: 'd2' }), { db: 'd2', doby: 'y1' }, 'a profile date without parts leaves the year for the legacy format')
   t.same(mergeMatchKeys({ em: [] }, { em: ['e2'] }), { em: ['e2'] }, 'an empty list is no value')
   t.same(mergeMatchKeys({ em: [], ph: [] }, {}), {})
   t.equal(mergeMatchKeys(message), message, 'no profile: the message keys')
@@ -657,4 +660,9 @@ t.test('the memos stay within the byte budget: 30 KB emails, and many near-limit
   t.ok(most <= MEMO_BUDGET_BYTES, `at most ${most} counted bytes, ≤ ${MEMO_BUDGET_BYTES}`)
   t.ok(most > 0, 'values of legitimate length are remembered')
   clearMatchKeyCache()
+})
+
+t.test('hashedTraitKeys: a long list is de-duplicated too, in order', async (t) => {
+  const emails = Array.from({ length: 60 }, (_, i) => `user${i % 30}@example.com`)
+  t.same(hashedTraitKeys({ email: emails }).em, Array.from({ length: 30 }, (_, i) => sha(`user${i}@example.com`)))
 })
