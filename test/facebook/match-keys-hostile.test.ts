@@ -49,10 +49,14 @@ function inputs (size: number): Array<[string, string]> {
   ]
 }
 
-function timeBatch (fn: (input: string) => unknown, input: string, count: number): bigint {
+function timeBatch<T> (fn: (input: T) => unknown, input: T, count: number): bigint {
   const started = process.hrtime.bigint()
   for (let i = 0; i < count; i++) fn(input)
   return process.hrtime.bigint() - started
+}
+
+function minimum (values: bigint[]): bigint {
+  return values.reduce((a, b) => (a < b ? a : b))
 }
 
 function median (values: bigint[]): bigint {
@@ -60,8 +64,11 @@ function median (values: bigint[]): bigint {
   return sorted[Math.floor(sorted.length / 2)]
 }
 
-/** Median time of the large input over the small one, with the same number of calls. */
-function ratio (fn: (input: string) => unknown, small: string, large: string): number {
+/**
+ * Median time of the large input over the small one, with the same number of calls (`pick`:
+ * another statistic of the repetitions).
+ */
+function ratio<T> (fn: (input: T) => unknown, small: T, large: T, pick = median, repetitions = REPETITIONS): number {
   let count = 1
   fn(small) // warm up (and fill any one-time index)
   fn(large)
@@ -71,11 +78,11 @@ function ratio (fn: (input: string) => unknown, small: string, large: string): n
   timeBatch(fn, large, count)
   const smallTimes: bigint[] = []
   const largeTimes: bigint[] = []
-  for (let i = 0; i < REPETITIONS; i++) {
+  for (let i = 0; i < repetitions; i++) {
     smallTimes.push(timeBatch(fn, small, count))
     largeTimes.push(timeBatch(fn, large, count))
   }
-  return Number(median(largeTimes)) / Number(median(smallTimes))
+  return Number(pick(largeTimes)) / Number(pick(smallTimes))
 }
 
 const PARSERS: Array<[string, (input: string) => unknown]> = [
@@ -124,13 +131,16 @@ for (const [name, fn] of PARSERS) {
 
 t.test('linear time on hostile input: a list of many distinct emails is de-duplicated in linear time', async (t) => {
   clearMatchKeyCache()
-  // lists as long as a message allows (32 KB) and a tenth of that, of distinct short emails, in
-  // one string each so the same ratio() measures them. `includes` on every value was quadratic
-  const emails = (size: number) => Array.from({ length: Math.floor(size / 12) }, (_, i) => `${i.toString(36)}@ex.co`).join(' ')
-  const fn = (list: string) => hashedTraitKeys({ email: list.split(' ') })
+  // lists as long as a message allows (32 KB) and a tenth of that, of distinct short emails.
+  // `includes` on every value was quadratic
+  const emails = (size: number) => Array.from({ length: Math.floor(size / 12) }, (_, i) => `${i.toString(36)}@ex.co`)
+  const fn = (list: string[]) => hashedTraitKeys({ email: list })
   const large = emails(30 * 1024)
-  t.equal(fn(large).em?.length, large.split(' ').length, 'every distinct email is sent once')
-  const measured = ratio(fn, emails(3 * 1024), large)
+  t.equal(fn(large).em?.length, large.length, 'every distinct email is sent once')
+  // the fastest of several runs: thousands of remembered hashes do not all stay in the CPU's
+  // cache, and on a busy machine the longer runs are interrupted more often; neither is the
+  // algorithm's doing (a quadratic de-duplication measures ~80× here)
+  const measured = ratio(fn, emails(3 * 1024), large, minimum, 9)
   t.ok(measured <= MAX_RATIO, `30 KB took ${measured.toFixed(1)}× the time of 3 KB (at most ${MAX_RATIO}×)`)
   clearMatchKeyCache()
 })
