@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import type { ChainableCommander, Redis, Result } from 'ioredis'
 import { hashedTraitKeys, type MatchKeys } from '../src/facebook/match-keys.js'
+import { isMatchKeyTrait } from '../src/facebook/trait-spellings.js'
 import type { RedisKeys } from '../src/keys.js'
-import { MATCH_KEY_TRAITS } from '../src/audiences/key.js'
 
 // Hashed match keys: one field each, named by one letter (a list's further values get a digit:
 // `e`, `e1`, `e2`), the SHA-256 as 32 raw bytes (half the hex). Short names and values of at most
@@ -14,11 +14,6 @@ const FIELD_KEYS: Readonly<Record<string, string>> = Object.fromEntries(Object.e
 const LIST_KEYS: ReadonlySet<string> = new Set(['em', 'ph'])
 // The legacy format's birthday parts: kept only for sources with a destination in that format.
 const LEGACY_ONLY: ReadonlySet<string> = new Set(['doby', 'dobm', 'dobd'])
-// Folded like audience keys are checked (src/audiences/key.ts): `first_name`, `FirstName` and
-// `e_mail` are the same PII as `firstName` and `email`, and were kept raw when only the exact
-// spelling was left out. They are not hashed either (the transform reads the spec's spelling).
-const foldTrait = (name: string) => name.replaceAll('_', '').toLowerCase()
-const MATCH_KEY_TRAIT_SET: ReadonlySet<string> = new Set(MATCH_KEY_TRAITS.map(foldTrait))
 const MAX_LIST = 10
 
 export interface Profile {
@@ -32,7 +27,9 @@ export interface Profile {
 export function matchKeyFields (keys: MatchKeys, legacyBirthday = true): Record<string, Buffer> {
   const fields: Record<string, Buffer> = {}
   for (const [name, field] of Object.entries(MATCH_KEY_FIELDS)) {
-    if (!legacyBirthday && LEGACY_ONLY.has(name)) continue
+    // a year alone (doby without db) is not kept: HSET only adds fields, so it would sit beside
+    // the month and day of a whole date sent earlier, and a legacy event would get a mixed date
+    if (LEGACY_ONLY.has(name) && (!legacyBirthday || keys.db === undefined)) continue
     const value = keys[name as keyof MatchKeys]
     if (value === undefined) continue
     const list = Array.isArray(value) ? value.slice(0, MAX_LIST) : [value]
@@ -47,8 +44,9 @@ export function profileFields (traits: Record<string, unknown> | undefined, opti
   if (traits === undefined) return fields
   Object.assign(fields, matchKeyFields(hashedTraitKeys(traits), options.legacyBirthday ?? true))
   for (const [name, value] of Object.entries(traits)) {
-    // No raw PII at rest: match-key traits live only as the hashes above.
-    if (MATCH_KEY_TRAIT_SET.has(foldTrait(name)) || value === undefined) continue
+    // No raw PII at rest: match-key traits, in any spelling (`mobile`, `zip`, `first_name`:
+    // src/facebook/trait-spellings.ts), live only as the hashes above.
+    if (value === undefined || isMatchKeyTrait(name)) continue
     fields[`t:${name}`] = JSON.stringify(value)
   }
   return fields

@@ -3,15 +3,17 @@
  * spec/segment.md ("Engage audiences and computed traits") gives our snake_case rule, since
  * Segment never documents its own.
  */
+import { CANONICAL_MATCH_KEY_TRAITS, matchKeyTraitOf } from '../facebook/trait-spellings.js'
 
 /** spec/segment.md: a key is at most 100 characters. */
 export const AUDIENCE_KEY_MAX_LENGTH = 100
 
 /**
  * DESIGN.md: a key must not collide with these traits — the profile's match keys, which the
- * Facebook transform reads from the same `traits` object the audience flags are written to.
+ * Facebook transform reads from the same `traits` object the audience flags are written to —
+ * nor with any other spelling of them (`phone_number`, `mobile`, `zip`: trait-spellings.ts).
  */
-export const MATCH_KEY_TRAITS = ['email', 'phone', 'firstName', 'lastName', 'name', 'gender', 'birthday', 'address'] as const
+export const MATCH_KEY_TRAITS = CANONICAL_MATCH_KEY_TRAITS
 
 // Only a lower-case letter before an upper-case one splits: `HighValue` → `High_Value`, while an
 // acronym stays one word (`HTTPServer` → `httpserver`) and digits never split (`30days`).
@@ -40,10 +42,6 @@ export function audienceKeyFromName (name: string): string | undefined {
   return codePoints.slice(0, AUDIENCE_KEY_MAX_LENGTH).join('').replace(/_+$/u, '')
 }
 
-// Traits compared without `_` and case: `first_name`, `firstname` and `FIRST_NAME` would all be
-// read as (or mistaken for) `firstName`.
-const FOLDED_MATCH_KEY_TRAITS: ReadonlyMap<string, string> = new Map(MATCH_KEY_TRAITS.map((trait) => [trait.toLowerCase(), trait]))
-
 /**
  * Checks a key given explicitly at creation: it must already be in the form the rule would
  * give (so a key never depends on who derived it), and must not collide with a match-key trait.
@@ -56,7 +54,9 @@ export function checkAudienceKey (key: string): string | undefined {
   if (key !== audienceKeyFromName(key)) {
     return `key must be snake_case letters and digits (e.g. "${EXAMPLE_KEY}")`
   }
-  const trait = FOLDED_MATCH_KEY_TRAITS.get(key.replaceAll('_', ''))
+  // spellings are compared without case and separators: `first_name`, `firstname` and
+  // `given_name` would all be read as (or mistaken for) `firstName`
+  const trait = matchKeyTraitOf(key)
   if (trait !== undefined) return `key "${key}" collides with the match-key trait "${trait}"`
   return undefined
 }

@@ -1,6 +1,8 @@
 // US state, district and territory names → their 2-letter USPS (ANSI/FIPS) code. Meta: `st` is
 // "the 2-character ANSI abbreviation code" for US states (customer information parameters).
-// Keys are names as normalised for matching: lower-case letters only (see normalizeState).
+// Keys are names as normalised for matching: lower-case letters only (see normalizeState), so
+// `N.Y.` is already `ny` and `Hawai'i` `hawaii`; the dotted abbreviations and the ʻokina below
+// are not.
 export const US_STATE_CODES: ReadonlyMap<string, string> = new Map([
   ['alabama', 'al'],
   ['alaska', 'ak'],
@@ -61,5 +63,50 @@ export const US_STATE_CODES: ReadonlyMap<string, string> = new Map([
   ['usvirginislands', 'vi'],
   ['unitedstatesvirginislands', 'vi'],
   ['virginislands', 'vi'],
-  ['unitedstatesminoroutlyingislands', 'um']
+  ['unitedstatesminoroutlyingislands', 'um'],
+  // Hawaiian spelling: the ʻokina (U+02BB) is a letter (Lm), so it stays after normalising; so
+  // does the apostrophe-like U+02BC that keyboards put in its place
+  ['hawaiʻi', 'hi'],
+  ['hawaiʼi', 'hi'],
+  // Abbreviations written with a dot (AP style and the older GPO/USPS forms), without their
+  // dots: `Calif.` → `calif`, `W.Va.` → `wva`. Those that already are the code (`Ga.`, `Pa.`,
+  // `N.H.`) need no entry
+  ['ala', 'al'],
+  ['alas', 'ak'],
+  ['ariz', 'az'],
+  ['ark', 'ar'],
+  ['cal', 'ca'],
+  ['calif', 'ca'],
+  ['colo', 'co'],
+  ['conn', 'ct'],
+  ['del', 'de'],
+  ['fla', 'fl'],
+  ['ill', 'il'],
+  ['ind', 'in'],
+  ['kan', 'ks'],
+  ['kans', 'ks'],
+  ['mass', 'ma'],
+  ['mich', 'mi'],
+  ['minn', 'mn'],
+  ['miss', 'ms'],
+  ['mont', 'mt'],
+  ['neb', 'ne'],
+  ['nebr', 'ne'],
+  ['nev', 'nv'],
+  ['nmex', 'nm'],
+  ['ndak', 'nd'],
+  ['okla', 'ok'],
+  ['ore', 'or'],
+  ['oreg', 'or'],
+  ['penn', 'pa'],
+  ['penna', 'pa'],
+  ['sdak', 'sd'],
+  ['tenn', 'tn'],
+  ['tex', 'tx'],
+  ['wash', 'wa'],
+  ['washdc', 'dc'],
+  ['wva', 'wv'],
+  ['wis', 'wi'],
+  ['wisc', 'wi'],
+  ['wyo', 'wy']
 ])

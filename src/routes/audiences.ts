@@ -2,13 +2,10 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { StoredAudience } from '../../plugins/audiences.js'
 import { AudienceConditionSchema, conditionTraits, parseCondition } from '../audiences/condition.js'
-import { audienceKeyFromName, checkAudienceKey, MATCH_KEY_TRAITS } from '../audiences/key.js'
+import { audienceKeyFromName, checkAudienceKey } from '../audiences/key.js'
 import { parseSchedule } from '../audiences/schedule.js'
+import { matchKeyTraitOf } from '../facebook/trait-spellings.js'
 import { ADMIN_ERRORS, AdminError, ref } from './schemas.js'
-
-// Folded as audience keys are compared (src/audiences/key.ts): `first_name` is `firstName`.
-const fold = (name: string) => name.replaceAll('_', '').toLowerCase()
-const MATCH_KEY_TRAIT_BY_FOLD: ReadonlyMap<string, string> = new Map(MATCH_KEY_TRAITS.map((trait) => [fold(trait), trait]))
 
 const AudienceParams = Type.Object({ audienceId: Type.String({ description: 'Audience id (aud_…)' }) })
 const SourceParams = Type.Object({ sourceId: Type.String() })
@@ -127,7 +124,8 @@ const audiences: FastifyPluginAsyncTypebox = async (app) => {
     // Profiles keep match-key traits only as hashes (no raw PII at rest): a condition on one was
     // accepted and could never hold — an audience that stays empty with no word why.
     for (const trait of conditionTraits(condition.condition)) {
-      const matchKey = MATCH_KEY_TRAIT_BY_FOLD.get(fold(trait))
+      // any spelling (`first_name`, `mobile`, `zip`): src/facebook/trait-spellings.ts
+      const matchKey = matchKeyTraitOf(trait)
       if (matchKey !== undefined) return reply.code(400).send(badRequest(`condition: trait "${trait}" is the match key "${matchKey}", kept only hashed (no raw PII at rest); an audience cannot test it`))
     }
     const every = parseSchedule(body.schedule)

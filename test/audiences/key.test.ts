@@ -97,7 +97,7 @@ t.test('explicit keys must be canonical', async (t) => {
   t.equal(checkAudienceKey('a'.repeat(101)), 'key must be at most 100 characters')
 })
 
-t.test('explicit keys must not collide with match-key traits, in any case form', async (t) => {
+t.test('explicit keys must not collide with match-key traits, in any case form or spelling', async (t) => {
   t.same(MATCH_KEY_TRAITS, ['email', 'phone', 'firstName', 'lastName', 'name', 'gender', 'birthday', 'address'])
   const collisions: ReadonlyArray<readonly [string, string]> = [
     ['email', 'email'],
@@ -110,14 +110,29 @@ t.test('explicit keys must not collide with match-key traits, in any case form',
     ['gender', 'gender'],
     ['birthday', 'birthday'],
     ['birth_day', 'birthday'],
-    ['address', 'address']
+    ['address', 'address'],
+    // every spelling of a match-key trait (src/facebook/trait-spellings.ts)
+    ['full_name', 'name'],
+    ['phone_number', 'phone'],
+    ['mobile', 'phone'],
+    ['email_address', 'email'],
+    ['given_name', 'firstName'],
+    ['surname', 'lastName'],
+    ['sex', 'gender'],
+    ['dob', 'birthday'],
+    ['date_of_birth', 'birthday'],
+    ['zip', 'address.postalCode'],
+    ['postal_code', 'address.postalCode'],
+    ['city', 'address.city'],
+    ['state', 'address.state'],
+    ['country_code', 'address.country']
   ]
   for (const [key, trait] of collisions) {
     t.equal(checkAudienceKey(key), `key "${key}" collides with the match-key trait "${trait}"`, key)
   }
   // a key derived from a name gets the same check
   t.equal(checkAudienceKey(audienceKeyFromName('First Name') as string), 'key "first_name" collides with the match-key trait "firstName"')
-  for (const key of ['email_subscribers', 'phone_users', 'named', 'full_name', 'addresses']) {
+  for (const key of ['email_subscribers', 'phone_users', 'named', 'addresses', 'region', 'mail', 'constructor', 'to_string', 'has_own_property', 'proto']) {
     t.equal(checkAudienceKey(key), undefined, key)
   }
 })

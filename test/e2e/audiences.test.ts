@@ -126,6 +126,7 @@ t.test('bad definitions: 400 naming the problem', async (t) => {
     ['an empty group', { name: 'a', condition: { type: 'any', conditions: [] } }, /condition\.conditions/],
     ['a trait kept only hashed', { name: 'a', condition: { type: 'trait', trait: 'email', op: 'exists' } }, /^condition: trait "email" is the match key "email", kept only hashed/],
     ['a trait kept only hashed, nested and snake_cased', { name: 'a', condition: { type: 'all', conditions: [ORDERED_30_DAYS, { type: 'trait', trait: 'first_name', op: 'equals', value: 'Ada' }] } }, /^condition: trait "first_name" is the match key "firstName"/],
+    ['a trait kept only hashed, in another spelling', { name: 'a', condition: { type: 'trait', trait: 'zip_code', op: 'exists' } }, /^condition: trait "zip_code" is the match key "address.postalCode"/],
     ['a schedule too short', { name: 'a', condition: ORDERED_30_DAYS, schedule: { every: 'PT10S' } }, /^schedule\.every: must be an ISO-8601 duration from PT1M to P1D/],
     ['a schedule that is no duration', { name: 'a', condition: ORDERED_30_DAYS, schedule: { every: 'hourly' } }, /^schedule\.every: must be an ISO-8601 duration/],
     ['a schedule that is no object', { name: 'a', condition: ORDERED_30_DAYS, schedule: 'PT15M' }, /^schedule: must be an object/],

@@ -61,7 +61,9 @@ const PII_TRAITS = {
 const RAW_VALUES = [
   'Ada.Lovelace@Example.com', 'ada.lovelace@example.com', '(650) 555-1212', '6505551212', '16505551212',
   'Augusta', 'augusta', 'Byron-King', 'byronking', 'Augusta Ada Byron-King',
-  '1985-12-10', '19851210', '12 St James Square', 'Marylebone', 'marylebone', '94105-1234', '94105'
+  '1985-12-10', '19851210', '12 St James Square', 'Marylebone', 'marylebone', '94105-1234', '94105',
+  // other spellings of match-key traits (src/facebook/trait-spellings.ts)
+  '+1 415 555 0100', '4155550100', '14155550100', 'SW1A 1AA', 'Great Britain'
 ]
 
 t.test('an identify keeps traits, and match keys only as their hashes: no raw PII anywhere in Redis', async (t) => {
@@ -70,9 +72,10 @@ t.test('an identify keeps traits, and match keys only as their hashes: no raw PI
   // An audience reading a trait: its data is in Redis too.
   const pro = await createAudience(ctx, source.id, { name: 'Pro users', condition: { type: 'trait', trait: 'plan', op: 'equals', value: 'pro' } })
   await ingest(ctx, source.writeKey, [
-    identifyBy('user-ada', { ...PII_TRAITS, plan: 'pro', logins: 3 }, { anonymousId: 'anon-ada', context: { traits: { email: PII_TRAITS.email } } }),
-    // snake_case spellings of match-key traits are the same PII
-    identifyBy('user-ada', { first_name: 'Augusta', last_name: 'Byron-King', company: 'Analytical Engines' })
+    // other spellings of the address's parts: the address wins, and they are not stored
+    identifyBy('user-ada', { ...PII_TRAITS, plan: 'pro', logins: 3, zip_code: 'SW1A 1AA', Country_Code: 'Great Britain' }, { anonymousId: 'anon-ada', context: { traits: { email: PII_TRAITS.email } } }),
+    // snake_case and other spellings of match-key traits are the same PII: `mobile` is the phone
+    identifyBy('user-ada', { first_name: 'Augusta', last_name: 'Byron-King', mobile: '+1 415 555 0100', company: 'Analytical Engines' })
   ])
   await waitForAudience(ctx, pro.id, (a) => a.size === 1, 'the user to join the audience')
   await ingestDrained(ctx)
@@ -80,7 +83,7 @@ t.test('an identify keeps traits, and match keys only as their hashes: no raw PI
   const profile = await ctx.app.profiles.get(source.id, 'user-ada')
   t.same(profile.matchKeys, {
     em: [sha256('ada.lovelace@example.com')],
-    ph: [sha256('16505551212')],
+    ph: [sha256('14155550100')],
     ge: sha256('f'),
     fn: sha256('augusta'),
     ln: sha256('byronking'),

@@ -8,6 +8,7 @@ import {
   hasNoMatchKey,
   isSha256Hex,
   isTooWeak,
+  matchKeyMemoBytes,
   mergeMatchKeys,
   normalizeBirthday,
   normalizeCity,
@@ -21,6 +22,7 @@ import {
   sha256Hex,
   type MatchKeys
 } from '../../src/facebook/match-keys.js'
+import { MEMO_BUDGET_BYTES } from '../../src/facebook/memo.js'
 
 /** The expected hash, computed independently of the code under test. */
 function sha (value: string): string {
@@ -102,6 +104,7 @@ t.test('sha256Hex: lower-case hex of the NFC form; hashes pass through', async (
 })
 
 t.test('normalizeEmail: trim, lower-case', async (t) => {
+  t.equal(normalizeEmail('a@b.c'), 'a@b.c')
   t.equal(normalizeEmail('  Mary@Example.COM '), 'mary@example.com')
   t.equal(normalizeEmail(''), undefined)
   t.equal(normalizeEmail('   '), undefined)
@@ -122,7 +125,7 @@ t.test('normalizePhone: E.164 digits without +, address country as default regio
   t.equal(normalizePhone('15559876543'), '15559876543', 'no region, no +: digits as sent')
   t.equal(normalizePhone('4011234567'), '4011234567', 'no region: digits only')
   t.equal(normalizePhone('00 44 20 7946 0958'), '442079460958', 'unparsed: leading zeros removed')
-  t.equal(normalizePhone('123', 'US'), '123', 'not a possible number: digits only')
+  t.equal(normalizePhone('123', 'US'), undefined, 'not a possible number for its country: not sent')
   t.equal(normalizePhone('4011234567', 'Narnia'), '4011234567', 'unknown region: digits only')
   t.equal(normalizePhone('4011234567', 'AQ'), '4011234567', 'a country without phone metadata: digits only')
   t.equal(normalizePhone('call me'), undefined)
@@ -208,7 +211,7 @@ t.test('normalizeBirthday: YYYYMMDD', async (t) => {
 
 t.test('hashedTraitKeys: every key of the match-key table', async (t) => {
   const keys = hashedTraitKeys({
-    email: ['A@x.com', 'b@x.com', 'a@X.com ', '', 7],
+    email: ['A@x.com', 'b@x.com', 'a@X.com ', '', 7, 'n/a'],
     phone: ['(650)555-1212', '650 555 1212', 'nope'],
     gender: 'Female',
     firstName: 'Mary',
@@ -218,7 +221,7 @@ t.test('hashedTraitKeys: every key of the match-key table', async (t) => {
     address: { city: 'San Francisco', state: 'California', postalCode: '94107-1234', country: 'US' }
   })
   t.same(keys, {
-    em: [sha('a@x.com'), sha('b@x.com'), sha('7')],
+    em: [sha('a@x.com'), sha('b@x.com')],
     ph: [sha('16505551212')],
     ge: sha('f'),
     fn: sha('mary'),
@@ -321,6 +324,9 @@ t.test('mergeMatchKeys: message values win, the profile fills the gaps', async (
   t.same(mergeMatchKeys({ ct: 'c1' }, profile), {
     em: ['e2'], ph: ['p2'], ge: 'g2', ct: 'c1', st: 's2', db: 'd2', doby: 'y2', dobm: 'm2', dobd: 'x2'
   })
+  t.same(mergeMatchKeys({ doby: 'y1' }, profile), { em: ['e2'], ph: ['p2'], ge: 'g2', ct: 'c2', st: 's2', db: 'd2', doby: 'y2', dobm: 'm2', dobd: 'x2' },
+    'a whole date from the profile replaces a year alone')
+  t.same(mergeMatchKeys({ doby: 'y1' }, { db: 'd2' }), { db: 'd2', doby: 'y1' }, 'a profile date without parts leaves the year for the legacy format')
   t.same(mergeMatchKeys({ em: [] }, { em: ['e2'] }), { em: ['e2'] }, 'an empty list is no value')
   t.same(mergeMatchKeys({ em: [], ph: [] }, {}), {})
   t.equal(mergeMatchKeys(message), message, 'no profile: the message keys')
@@ -368,9 +374,10 @@ t.test('North American numbers: the fast path answers what libphonenumber answer
   // the oracle: the spec's rule, straight from the library
   const oracle = (text: string, region?: CountryCode): string | undefined => {
     const parsed = parsePhoneNumberFromString(text, region)
-    if (parsed?.isPossible() === true) return parsed.number.slice(1)
+    if (parsed !== undefined) return parsed.isPossible() ? parsed.number.slice(1) : undefined
+    if (region !== undefined || text.startsWith('+')) return undefined
     const digits = text.replace(/\D+/g, '').replace(/^0+/, '')
-    return digits === '' ? undefined : digits
+    return digits.length >= 7 && digits.length <= 15 ? digits : undefined
   }
   const formats: Array<(a: string, b: string, c: string) => string> = [
     (a, b, c) => `${a}${b}${c}`,
@@ -405,4 +412,257 @@ t.test('North American numbers: the fast path answers what libphonenumber answer
     if (normalizePhone(text, region) !== oracle(text, region)) mismatches.push(`${text} (${region ?? 'no region'})`)
   }
   t.same(mismatches, [], `${checked} numbers, none different`)
+})
+
+/* Issue 15: match keys Meta can use — send nothing rather than junk ------------------------- */
+
+const THIS_YEAR = new Date().getUTCFullYear()
+
+t.test('rule 1, placeholders are not values: no key from N/A, none, null, unknown, -, ?', async (t) => {
+  const placeholders = [
+    'N/A', 'n/a', 'n.a.', 'N.A.', 'N / A', 'n-a', '#N/A', 'none', 'NONE', '(none)', 'null', 'NULL', '<null>', 'nil',
+    'undefined', 'unknown', 'Unknown', '-unknown-', 'not applicable', '-', '--', '?', '???', '...', '—', '*', '', '   '
+  ]
+  const normalisers: Array<[string, (value: unknown) => string | undefined]> = [
+    ['country', normalizeCountry],
+    ['state', (value) => normalizeState(value)],
+    ['state (US)', (value) => normalizeState(value, 'US')],
+    ['city', normalizeCity],
+    ['name', normalizeName],
+    ['email', normalizeEmail],
+    ['phone', (value) => normalizePhone(value)],
+    ['phone (US)', (value) => normalizePhone(value, 'US')],
+    ['zip', (value) => normalizeZip(value)],
+    ['zip (US)', (value) => normalizeZip(value, 'US')],
+    ['birthday', normalizeBirthday],
+    ['gender', normalizeGender]
+  ]
+  for (const placeholder of placeholders) {
+    for (const [key, normalise] of normalisers) t.equal(normalise(placeholder), undefined, `${key} ${JSON.stringify(placeholder)}`)
+    t.same(hashedTraitKeys({
+      email: placeholder,
+      phone: placeholder,
+      firstName: placeholder,
+      lastName: placeholder,
+      name: placeholder,
+      gender: placeholder,
+      birthday: placeholder,
+      address: { city: placeholder, state: placeholder, postalCode: placeholder, country: placeholder }
+    }), {}, `every key of ${JSON.stringify(placeholder)}: none`)
+  }
+  t.equal(normalizeCountry('N/A'), undefined, 'N/A is not Namibia')
+  t.same(hashedTraitKeys({ address: { country: 'n.a.', state: 'Texas' } }), { st: sha('tx') },
+    'a placeholder country is no country: US state names still map')
+  t.same(hashedTraitKeys({ name: 'Mary N/A' }), { fn: sha('mary') }, 'a placeholder word of a full name is not a last name')
+})
+
+t.test('rule 1, placeholders are not values: a bare NA stays Namibia, or a name', async (t) => {
+  const cases: Array<[string, (value: unknown) => string | undefined, string]> = [
+    ['NA', normalizeCountry, 'na'],
+    ['na', normalizeCountry, 'na'],
+    ['Namibia', normalizeCountry, 'na'],
+    ['NA', normalizeName, 'na'],
+    ['NA', normalizeState, 'na'],
+    ['Nan', normalizeName, 'nan'],
+    ['Nonne', normalizeName, 'nonne'],
+    ['Unknown Pleasures', normalizeCity, 'unknownpleasures']
+  ]
+  for (const [value, normalise, expected] of cases) t.equal(normalise(value), expected, value)
+  t.equal(hashedTraitKeys({ address: { country: 'NA' } }).country, '3d9fc4bde7ceef058d65b00186e79c1f14b42687b491644c303065135b644e18', 'sha256("na"), pinned')
+  t.equal(normalizeZip('0'), '0', 'a digit is a value')
+})
+
+t.test('rule 2, do not invent a birthday: a year alone or a year and month is no db', async (t) => {
+  const yearOnly = ['1997', '1997-02', '1997/2', '02/1997', 'Feb 1997', 'February 1997', 1997]
+  for (const value of yearOnly) {
+    t.equal(normalizeBirthday(value), undefined, `${String(value)}: no db`)
+    t.same(hashedTraitKeys({ birthday: value }), { doby: sha('1997') }, `${String(value)}: the legacy year only, no month or day made up`)
+  }
+  t.same(hashedTraitKeys({ birthday: '1997' }), { doby: '0985b889a1fe4f4e1fb925061ac6fb2247f10875f5fcbe63eec2ab55ed68970e' }, 'sha256("1997"), pinned')
+  t.same(hashedTraitKeys({ birthday: '1997-13' }), {}, 'a month that is none: nothing')
+  t.same(hashedTraitKeys({ birthday: '1899' }), {}, 'a year before 1900: nothing')
+  t.same(hashedTraitKeys({ birthday: String(THIS_YEAR + 1) }), {}, 'a year to come: nothing')
+  t.ok(hasNoMatchKey(hashedTraitKeys({ birthday: '1997' })), 'a year alone is no match key')
+})
+
+t.test('rule 2, do not invent a birthday: complete, unambiguous forms are read', async (t) => {
+  const cases: Array<[unknown, string | undefined]> = [
+    // month names in English
+    ['Feb 16, 1997', '19970216'], ['16 February 1997', '19970216'], ['February 16, 1997', '19970216'],
+    ['16 Feb 1997', '19970216'], ['Feb. 16, 1997', '19970216'], ['February 16th, 1997', '19970216'],
+    ['16-Feb-1997', '19970216'], ['16th of February 1997', '19970216'], ['sept 3 1985', '19850903'],
+    // single-digit parts, US month-first with slashes or dashes, day-first with dots
+    ['1997-2-16', '19970216'], ['1997-2-6', '19970206'], ['2/16/1997', '19970216'], ['02-16-1997', '19970216'],
+    ['2-6-1997', '19970206'], ['16.2.1997', '19970216'], ['1997/2/16', '19970216'], ['19970216', '19970216'],
+    // ISO date-times: the date part as written
+    ['1997-02-16T10:00:00Z', '19970216'], ['1997-02-16 10:00', '19970216'], ['1997-02-16T23:30:00-05:00', '19970216'],
+    ['1997-02-16T00:00:00.000Z', '19970216'], ['1997-02-16T10:00+0100', '19970216'],
+    // impossible dates, years out of range, ambiguous or unreadable forms
+    ['1997-02-30', undefined], ['02-30-1997', undefined], ['Feb 30, 1997', undefined], ['1997-02-29', undefined],
+    ['2000-02-29', '20000229'], ['16-02-1997', undefined], ['2/16/97', undefined], ['1899-12-31', undefined],
+    [`${THIS_YEAR + 1}-01-01`, undefined], ['Feb 16', undefined], ['Smarch 16, 1997', undefined],
+    ['Feb 16, 1997, 1998', undefined], ['1997-02-16T25', undefined], ['1997-02-16 lunch', undefined]
+  ]
+  for (const [value, expected] of cases) t.equal(normalizeBirthday(value), expected, String(value))
+  t.same(hashedTraitKeys({ birthday: 'Feb 16, 1997' }), {
+    db: '01acdbf6ec7b4f478a225f1a246e5d6767eeab1a7ffa17f025265b5b94f40f0c',
+    doby: sha('1997'),
+    dobm: sha('02'),
+    dobd: sha('16')
+  }, 'sha256("19970216"), pinned; the legacy parts of a whole date')
+})
+
+t.test('rule 3, junk phones are not sent: 7–15 digits, possible for their country', async (t) => {
+  const cases: Array<[unknown, string | undefined, string | undefined]> = [
+    ['1-800-FLOWERS', undefined, undefined], // digits only: 1800
+    ['1-800-FLOWERS', 'US', undefined],
+    ['6505551212 6505551213', undefined, undefined], // two numbers run together: 20 digits
+    ['6505551212 6505551213', 'US', undefined],
+    ['1234567890123456', undefined, undefined], // 16 digits
+    ['123456', undefined, undefined],
+    ['123', 'US', undefined],
+    ['555-1212', 'US', undefined], // no area code: not possible in the US
+    ['020 7946 0958', 'US', undefined], // a UK number in a US address: not possible there
+    ['+1 123', undefined, undefined],
+    ['4011234567', undefined, '4011234567'], // no country to be had: the digits, 10 of them
+    ['1234567', undefined, '1234567'],
+    ['+44 20 7946 0958 x123', undefined, '442079460958'],
+    ['+44 20 7946 0958 ext. 123', undefined, '442079460958'],
+    ['(650) 555-1212 ext 9', 'US', '16505551212'],
+    ['650-555-1212 x 99', undefined, '6505551212'], // the extension's digits are not counted in
+    ['650.555.1212#12', undefined, '6505551212'],
+    ['+44 (0)20 7946 0958', undefined, '442079460958'],
+    ['+44 (0) 20 7946 0958', 'GB', '442079460958'],
+    ['(0)20 7946 0958', 'GB', '442079460958'],
+    [16505551212, undefined, '16505551212']
+  ]
+  for (const [value, region, expected] of cases) t.equal(normalizePhone(value, region), expected, `${String(value)} (${region ?? 'no country'})`)
+  t.same(hashedTraitKeys({ phone: '+44 (0)20 7946 0958 ext. 12' }), { ph: ['35e206e5dec4c89b9e8b71b8c32724a5bb518483ac5a20c6617d738375b3b823'] },
+    'sha256("442079460958"), pinned')
+  t.same(hashedTraitKeys({ phone: ['1-800-FLOWERS', '+1 650 555 1212'] }), { ph: [sha('16505551212')] }, 'a junk phone in a list is left out')
+})
+
+t.test('rule 3, junk emails are not sent: one @, a dot in the domain, no spaces', async (t) => {
+  const cases: Array<[unknown, string | undefined]> = [
+    ['not-an-email', undefined], ['user@localhost', undefined], ['a b@example.com', undefined],
+    ['user@exa mple.com', undefined], ['a@b@example.com', undefined], ['@example.com', undefined],
+    ['user@example.', undefined], ['user@.com', undefined], ['user@', undefined], [7, undefined],
+    ['Mary@Example.COM', 'mary@example.com'], ['  a@b.co  ', 'a@b.co'], ['first.last+tag@mail.example.org', 'first.last+tag@mail.example.org'],
+    ['Valéry@exemple.fr', 'valéry@exemple.fr'], [`${'a'.repeat(240)}@example.com`, `${'a'.repeat(240)}@example.com`],
+    [`${'a'.repeat(250)}@example.com`, undefined] // over 254 characters
+  ]
+  for (const [value, expected] of cases) t.equal(normalizeEmail(value), expected, String(value).slice(0, 40))
+})
+
+t.test('rule 3, a dropped key counts for nothing in the weak-key check', async (t) => {
+  const junkPhone = hashedTraitKeys({ phone: '1-800-FLOWERS', gender: 'm' })
+  t.same(junkPhone, { ge: sha('m') }, 'only the gender is left')
+  t.ok(isTooWeak(junkPhone), 'a junk phone does not make a gender strong')
+  t.ok(isTooWeak(hashedTraitKeys({ email: 'not-an-email', firstName: 'Mary', gender: 'f' })))
+  t.ok(hasNoMatchKey(hashedTraitKeys({ email: 'user@localhost', phone: '123' })), 'only junk: no match key at all')
+  t.notOk(isTooWeak(hashedTraitKeys({ email: 'mary@example.com', gender: 'f' })))
+})
+
+t.test('rule 4, state abbreviations with a dot and the Hawaiian ʻokina', async (t) => {
+  const cases: Array<[string, string]> = [
+    ['Calif.', 'ca'], ['Mass.', 'ma'], ['Penn.', 'pa'], ['Wash.', 'wa'], ['Ala.', 'al'], ['Ariz.', 'az'], ['Ark.', 'ar'],
+    ['Colo.', 'co'], ['Conn.', 'ct'], ['Del.', 'de'], ['Fla.', 'fl'], ['Ga.', 'ga'], ['Ill.', 'il'], ['Ind.', 'in'],
+    ['Kan.', 'ks'], ['Kans.', 'ks'], ['Ky.', 'ky'], ['La.', 'la'], ['Md.', 'md'], ['Mich.', 'mi'], ['Minn.', 'mn'],
+    ['Miss.', 'ms'], ['Mo.', 'mo'], ['Mont.', 'mt'], ['Neb.', 'ne'], ['Nebr.', 'ne'], ['Nev.', 'nv'], ['N.H.', 'nh'],
+    ['N.J.', 'nj'], ['N.M.', 'nm'], ['N.Mex.', 'nm'], ['N.Y.', 'ny'], ['N.C.', 'nc'], ['N.D.', 'nd'], ['N.Dak.', 'nd'],
+    ['Okla.', 'ok'], ['Ore.', 'or'], ['Oreg.', 'or'], ['Pa.', 'pa'], ['R.I.', 'ri'], ['S.C.', 'sc'], ['S.D.', 'sd'],
+    ['S.Dak.', 'sd'], ['Tenn.', 'tn'], ['Tex.', 'tx'], ['Vt.', 'vt'], ['Va.', 'va'], ['W.Va.', 'wv'], ['Wis.', 'wi'],
+    ['Wisc.', 'wi'], ['Wyo.', 'wy'], ['D.C.', 'dc'], ['Wash. D.C.', 'dc'], ['CALIF', 'ca'],
+    ['Hawaiʻi', 'hi'], ['HAWAIʻI', 'hi'], ['Hawaiʼi', 'hi'], ["Hawai'i", 'hi'], ['Hawaii', 'hi'],
+    // neither a code nor a known name: normalised as before
+    ['Bavaria', 'bavaria'], ['Calif', 'ca'], ['Californ.', 'californ']
+  ]
+  for (const [value, expected] of cases) t.equal(normalizeState(value, 'US'), expected, value)
+  t.equal(normalizeState('Calif.'), 'ca', 'no country: read as a US state')
+  t.equal(normalizeState('Calif.', 'DE'), 'calif', 'another country: no translation')
+  t.equal(hashedTraitKeys({ address: { state: 'Calif.', country: 'US' } }).st, '6959097001d10501ac7d54c0bdb8db61420f658f2922cc26e46d536119a31126', 'sha256("ca"), pinned')
+})
+
+/* Issue 14: trait spellings, and the memo's bytes ---------------------------------------------- */
+
+t.test('trait spellings: each is hashed as the key it spells', async (t) => {
+  t.same(hashedTraitKeys({
+    mobile: '+1 (650) 555-1212',
+    email_address: 'Mary@Example.com',
+    first_name: 'Mary',
+    Last_Name: 'Smith',
+    sex: 'Female',
+    dob: '1997-02-16',
+    city: 'San Francisco',
+    province: 'California',
+    zip_code: '94107-1234',
+    country_code: 'US'
+  }), {
+    em: [sha('mary@example.com')],
+    ph: [sha('16505551212')],
+    ge: sha('f'),
+    fn: sha('mary'),
+    ln: sha('smith'),
+    ct: sha('sanfrancisco'),
+    st: sha('ca'),
+    zp: sha('94107'),
+    country: sha('us'),
+    db: sha('19970216'),
+    doby: sha('1997'),
+    dobm: sha('02'),
+    dobd: sha('16')
+  }, 'top-level city, state, zip and country fill the address parts')
+  t.same(hashedTraitKeys({ phoneNumber: '4011234567' }), { ph: [sha('4011234567')] }, 'phoneNumber')
+  t.same(hashedTraitKeys({ 'phone-number': '+14011234567' }), { ph: [sha('14011234567')] }, 'phone-number')
+  t.same(hashedTraitKeys({ full_name: 'Ham Solo' }), { fn: sha('ham'), ln: sha('solo') }, 'full_name splits like name')
+  t.same(hashedTraitKeys({ address: { zip: '02818-1234', country: 'USA' } }), { zp: sha('02818'), country: sha('us') }, 'address.zip')
+})
+
+t.test('trait spellings: the canonical spelling wins, another fills a key it does not give', async (t) => {
+  t.same(hashedTraitKeys({ phone: '+1 650 555 1212', mobile: '+1 401 123 4567' }), { ph: [sha('16505551212')] }, 'both present: phone')
+  t.same(hashedTraitKeys({ mobile: '+1 401 123 4567', phone: '+1 650 555 1212' }), { ph: [sha('16505551212')] }, 'whatever the order')
+  t.same(hashedTraitKeys({ phone: 'n/a', mobile: '+1 401 123 4567' }), { ph: [sha('14011234567')] }, 'a junk phone is no phone: mobile fills it')
+  t.same(hashedTraitKeys({ mobile: '123', cell: '+1 401 123 4567' }), { ph: [sha('14011234567')] }, 'the first spelling that gives a key')
+  t.same(hashedTraitKeys({ firstName: 'Mary', first_name: 'Jane', name: 'Ham Solo' }), { fn: sha('mary'), ln: sha('solo') })
+  t.same(hashedTraitKeys({ first_name: 'Jane', name: 'Ham Solo' }), { fn: sha('jane'), ln: sha('solo') }, 'a spelling of firstName beats the full name')
+  t.same(hashedTraitKeys({ address: { city: 'Paris', country: 'FR' }, city: 'Lyon', country: 'US' }), { ct: sha('paris'), country: sha('fr') },
+    'the address wins over top-level spellings')
+  t.same(hashedTraitKeys({ address: { postalCode: '75008', zip: '99999' }, zip: '11111' }), { zp: sha('75008') })
+  t.same(hashedTraitKeys({ address: { zip: '75008' }, zip: '11111' }), { zp: sha('75008') }, 'address.zip before a top-level zip')
+  t.same(hashedTraitKeys({ phone: '020 7946 0958', country_code: 'GB' }), { ph: [sha('442079460958')], country: sha('gb') },
+    'a spelling of the country drives the phone\'s region')
+  t.same(hashedTraitKeys({ state: 'Texas', country: 'Narnia' }), { st: sha('texas') }, 'an unrecognised country is not the US')
+})
+
+t.test('trait spellings: own properties only; prototype names are nothing', async (t) => {
+  const hostile = JSON.parse('{"constructor": "a@b.co", "__proto__": {"email": "a@b.co"}, "toString": "+1 650 555 1212", "hasOwnProperty": "m", "valueOf": "1997-02-16"}')
+  t.same(hashedTraitKeys(hostile), {})
+  t.same(hashedTraitKeys(JSON.parse('{"address": {"constructor": "Paris", "__proto__": {"city": "Paris"}}}')), {})
+  const inherited = Object.create({ email: 'a@b.co', phone: '+16505551212', address: { city: 'Paris' } }) as Record<string, unknown>
+  t.same(hashedTraitKeys(inherited), {}, 'inherited traits are not read')
+  const address = Object.create({ city: 'Paris' }) as Record<string, unknown>
+  t.same(hashedTraitKeys({ address }), {}, 'nor inherited address parts')
+})
+
+t.test('the memos stay within the byte budget: 30 KB emails, and many near-limit ones', async (t) => {
+  clearMatchKeyCache()
+  t.equal(matchKeyMemoBytes().bytes, 0)
+  t.ok(matchKeyMemoBytes().maxBytes <= MEMO_BUDGET_BYTES, 'the memos\' shares add up to at most the budget')
+  const long = 'x'.repeat(30 * 1024)
+  for (let i = 0; i < 4_000; i++) hashedTraitKeys({ email: `${i}${long}@example.com`, firstName: `${i}${long}`, address: { city: `${long}${i}` } })
+  t.equal(matchKeyMemoBytes().bytes, 0, '30 KB values are dropped and not remembered')
+  let most = 0
+  for (let i = 0; i < 30_000; i++) {
+    hashedTraitKeys({ email: `${i}.${'y'.repeat(230)}@example.com`, firstName: `${'z'.repeat(250)}${i}`, phone: `+1 650 555 ${String(i).padStart(4, '0').slice(-4)}` })
+    if (i % 1000 === 0) most = Math.max(most, matchKeyMemoBytes().bytes)
+  }
+  most = Math.max(most, matchKeyMemoBytes().bytes)
+  t.ok(most <= MEMO_BUDGET_BYTES, `at most ${most} counted bytes, ≤ ${MEMO_BUDGET_BYTES}`)
+  t.ok(most > 0, 'values of legitimate length are remembered')
+  clearMatchKeyCache()
+})
+
+t.test('hashedTraitKeys: a long list is de-duplicated too, in order', async (t) => {
+  const emails = Array.from({ length: 60 }, (_, i) => `user${i % 30}@example.com`)
+  t.same(hashedTraitKeys({ email: emails }).em, Array.from({ length: 30 }, (_, i) => sha(`user${i}@example.com`)))
 })

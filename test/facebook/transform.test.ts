@@ -428,6 +428,51 @@ t.test('match keys: none at all, or too weak', async (t) => {
   t.equal(invalid(track('Product Viewed', anonymous), legacy).reason, 'no_match_key', 'legacy too')
 })
 
+t.test('issue 15: an event whose only keys are junk is rejected as too weak', async (t) => {
+  const anonymous = { userId: undefined, anonymousId: 'anon-1' }
+  for (const phone of ['1-800-FLOWERS', '6505551212 6505551213', '123', 'n/a']) {
+    const result = invalid(track('Product Viewed', { ...anonymous, context: { traits: { phone, gender: 'm' } } }))
+    t.equal(result.reason, 'weak_match_keys', `a junk phone (${phone}) and a gender`)
+    t.match(result.message, /\(only ge\)/, 'the message names what is left: the gender')
+  }
+  t.equal(invalid(track('Product Viewed', { ...anonymous, context: { traits: { email: 'not-an-email', gender: 'f' } } }), legacy).reason, 'weak_match_keys',
+    'a junk email, legacy format too')
+  t.equal(invalid(track('Product Viewed', { ...anonymous, context: { traits: { email: 'user@localhost', phone: '1-800-FLOWERS' } } })).reason, 'no_match_key',
+    'only junk: no match key at all')
+  t.equal(invalid(track('Product Viewed', { ...anonymous, context: { traits: { birthday: '1997', email: 'n/a' } } })).reason, 'no_match_key',
+    'a year alone is no birthday')
+})
+
+t.test('issue 15: a placeholder country is left out, the rest is sent', async (t) => {
+  const message = track('Product Viewed', { userId: undefined, context: { traits: { email: 'Mary@Example.com', address: { country: 'N/A', city: 'unknown', state: 'Texas' } } } })
+  t.same(payload(message).user_data, { em: [sha('mary@example.com')], st: sha('tx') }, 'no country (N/A is not Namibia), no city')
+  t.same(payload(message, legacy).match_keys, { email: [sha('mary@example.com')], st: sha('tx') })
+  t.same(payload(track('Product Viewed', { userId: 'unknown' })).user_data, { external_id: [sha('unknown')] },
+    'a userId is not a match-key trait: kept as sent, whatever it reads')
+})
+
+t.test('issue 15: a year alone is no db; the legacy format gets the year only', async (t) => {
+  const message = track('Product Viewed', { context: { traits: { birthday: '1997-02', email: 'a@b.co' } } })
+  t.same(payload(message).user_data, { em: [sha('a@b.co')], external_id: [sha('user-1')] }, 'no db')
+  t.same(payload(message, legacy).match_keys, { email: [sha('a@b.co')], doby: sha('1997'), extern_id: 'user-1' }, 'doby, no month or day made up')
+  const profileKeys = hashedTraitKeys({ birthday: '1985-12-10' })
+  t.same(payload(message, legacy, { now: NOW, profileKeys }).match_keys, {
+    email: [sha('a@b.co')], doby: sha('1985'), dobm: sha('12'), dobd: sha('10'), extern_id: 'user-1'
+  }, 'the profile\'s whole date replaces a year alone: one date, never two mixed')
+  t.same(payload(message, capi, { now: NOW, profileKeys }).user_data.db, sha('19851210'))
+})
+
+t.test('issue 14: spellings of match-key traits are hashed as the key they spell', async (t) => {
+  const message = track('Product Viewed', { context: { traits: { mobile: '(650) 555-1212', Email_Address: 'Mary@Example.com', zip: '94107', country_code: 'US' } } })
+  t.same(payload(message).user_data, {
+    em: [sha('mary@example.com')],
+    ph: [sha('16505551212')],
+    zp: sha('94107'),
+    country: sha('us'),
+    external_id: [sha('user-1')]
+  })
+})
+
 t.test('Limited Data Use', async (t) => {
   const withOptions = (dataProcessingOptions: unknown, extra: Record<string, unknown> = {}) =>
     track('Product Viewed', { integrations: { ...extra, 'Facebook Offline Conversions': { dataProcessingOptions } } })
