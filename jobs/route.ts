@@ -41,7 +41,7 @@ function addressedTo (message: SegmentMessage, destinationId: string): boolean {
 
 /** A routed result: a conversion ready for a request (its payload serialised once), or why not. */
 type Routed =
-  | { kind: 'conversion', datasetId: string, queued: QueuedConversion }
+  | { kind: 'conversion', datasetId: string, queued: QueuedConversion, droppedPii: number }
   | Extract<TransformResult, { kind: 'invalid' }>
 
 /**
@@ -73,7 +73,7 @@ function conversionsOf (message: SegmentMessage, destination: StoredDestination,
   return results.map((result) => {
     if (result.kind === 'invalid') return result
     const { datasetId, eventId, eventName, eventTime, payload } = result.conversion
-    return { kind: 'conversion', datasetId, queued: { eventId, eventName, eventTime, payload: JSON.stringify(payload) } }
+    return { kind: 'conversion', datasetId, droppedPii: result.droppedPii, queued: { eventId, eventName, eventTime, payload: JSON.stringify(payload) } }
   })
 }
 
@@ -98,7 +98,7 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
     const enrichment = deps.enrich === undefined || needsProfile.length === 0 ? new Map<SegmentMessage, Enrichment>() : await deps.enrich(sourceId, needsProfile)
 
     for (const destination of destinations) {
-      const delta = { received: 0, filtered: 0, invalid: {} as Partial<Record<InvalidReason, number>> }
+      const delta = { received: 0, filtered: 0, droppedPii: 0, invalid: {} as Partial<Record<InvalidReason, number>> }
       deltas.set(destination.id, delta)
       const byDataset = new Map<string, QueuedConversion[]>()
       for (const message of messages) {
@@ -123,6 +123,7 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
             delta.invalid[result.reason] = (delta.invalid[result.reason] ?? 0) + 1
             continue
           }
+          delta.droppedPii += result.droppedPii
           let list = byDataset.get(result.datasetId)
           if (list === undefined) byDataset.set(result.datasetId, (list = []))
           list.push(result.queued)

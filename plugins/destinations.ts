@@ -83,6 +83,8 @@ export interface DestinationStats {
   retrying: number
   /** The part of `retrying` held back: waiting for a token, or for an expired Graph version to be changed. */
   held: number
+  /** Properties kept out of custom_data: spellings of match keys (PII). */
+  droppedPii: number
   deadLettered: number
   lastError: (GraphError & { at: string }) | null
   lastSuccessAt: string | null
@@ -108,6 +110,8 @@ export interface StatsDelta {
   delivered?: number
   deadLettered?: number
   invalid?: Partial<Record<InvalidReason, number>>
+  /** Properties kept out of custom_data as PII (not a term of the identity). */
+  droppedPii?: number
 }
 
 // Dead letters kept per destination (newest first); older ones are trimmed, still counted.
@@ -272,7 +276,7 @@ export class DestinationStore {
     const pipeline = this.redis.pipeline()
     for (const [id, delta] of deltas) {
       const key = this.keys.destinationStats(id)
-      for (const field of ['received', 'filtered', 'delivered', 'deadLettered'] as const) {
+      for (const field of ['received', 'filtered', 'delivered', 'deadLettered', 'droppedPii'] as const) {
         const n = delta[field]
         if (n !== undefined && n !== 0) pipeline.hincrby(key, field, n)
       }
@@ -312,6 +316,7 @@ export class DestinationStore {
       // job (which a worker may hold at once) and counting what it received.
       held: Math.max(0, Math.min(n('held'), received - settled)),
       deadLettered: n('deadLettered'),
+      droppedPii: n('droppedPii'),
       lastError: raw.lastError === undefined ? null : JSON.parse(raw.lastError),
       lastSuccessAt: raw.lastSuccessAt ?? null
     }

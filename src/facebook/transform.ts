@@ -16,6 +16,7 @@ import {
   type MatchKeys
 } from './match-keys.js'
 import { DESTINATION_NAME, type FacebookSettings } from './settings.js'
+import { isMatchKeyTrait } from './trait-spellings.js'
 
 export type InvalidReason =
   | 'no_match_key'
@@ -46,7 +47,8 @@ export interface Conversion {
 }
 
 export type TransformResult =
-  | { kind: 'conversion', conversion: Conversion }
+  /** `droppedPii`: properties of the message kept out of custom_data as PII (spellings of match keys) */
+  | { kind: 'conversion', conversion: Conversion, droppedPii: number }
   | { kind: 'invalid', datasetId: string, eventName: string, reason: InvalidReason, message: string }
 
 export interface TransformOptions {
@@ -313,6 +315,8 @@ interface TrackReading {
   categoryUsed: boolean
   /** audience memberships for custom_data, when sent */
   audiences?: Record<string, boolean>
+  /** properties kept out of custom_data: spellings of match keys (PII, never sent raw) */
+  droppedPii: number
 }
 
 function readTrack (message: SegmentMessage, event: string, settings: FacebookSettings, options: TransformOptions): TrackReading {
@@ -333,7 +337,8 @@ function readTrack (message: SegmentMessage, event: string, settings: FacebookSe
     orderId: undefined,
     properties: NO_PROPERTIES,
     categoryUsed: false,
-    audiences: undefined
+    audiences: undefined,
+    droppedPii: 0
   }
   if (reading.rejection !== undefined) return reading
 
@@ -374,6 +379,7 @@ function readTrack (message: SegmentMessage, event: string, settings: FacebookSe
   reading.currency = readCurrency(properties.currency)
 
   reading.properties = properties
+  for (const key in properties) if (isPiiProperty(key)) reading.droppedPii++
   if (event === PRODUCT_LIST_VIEWED) {
     // seed: only Product List Viewed is a product_group, identified by its category
     const category = contentId(properties.category)
@@ -430,6 +436,15 @@ function valueRejection (reading: TrackReading, eventName: string): Rejection | 
 }
 
 /**
+ * A property named as a match key is PII (`email`, `phone_number`, `mobile`, `zip_code`, `dob`…:
+ * src/facebook/trait-spellings.ts): never copied raw into custom_data. Except `name`: in a track's
+ * properties it is the product's or page's name (Segment's ecommerce spec), not the person's.
+ */
+function isPiiProperty (key: string): boolean {
+  return key !== 'name' && isMatchKeyTrait(key)
+}
+
+/**
  * Copies every remaining property — keys and values as sent — then the audience memberships
  * into `customData`, never over a key already there (when `guarded`: Meta's own fields, and
  * always: the event's properties win over a membership of the same name). True when any was.
@@ -440,7 +455,7 @@ function addRemaining (customData: Record<string, unknown>, reading: TrackReadin
   for (const key of Object.keys(properties)) {
     // spec: the properties that became Meta fields are not repeated. `__proto__` from
     // JSON.parse is an own key; assigning it would set a prototype instead
-    if (MAPPED_PROPERTIES.has(key) || key === '__proto__' || (key === 'category' && reading.categoryUsed)) continue
+    if (MAPPED_PROPERTIES.has(key) || key === '__proto__' || (key === 'category' && reading.categoryUsed) || isPiiProperty(key)) continue
     if (guarded && Object.hasOwn(customData, key)) continue
     customData[key] = properties[key]
     added = true
@@ -538,7 +553,8 @@ export function transformTrack (message: SegmentMessage, settings: FacebookSetti
       const payload = legacy ? legacyPayload(reading, eventName) : capiPayload(reading, eventName)
       result = {
         kind: 'conversion',
-        conversion: { datasetId, eventName, eventTime: reading.eventTime, eventId: reading.eventId, payload }
+        conversion: { datasetId, eventName, eventTime: reading.eventTime, eventId: reading.eventId, payload },
+        droppedPii: reading.droppedPii
       }
     }
     if (results === undefined) results = [result]
@@ -595,5 +611,5 @@ export function audienceEntryConversion (args: AudienceEntry, settings: Facebook
     }
   }
   addDataProcessing(payload, dataProcessing)
-  return { kind: 'conversion', conversion: { datasetId, eventName, eventTime, eventId: args.messageId, payload } }
+  return { kind: 'conversion', conversion: { datasetId, eventName, eventTime, eventId: args.messageId, payload }, droppedPii: 0 }
 }

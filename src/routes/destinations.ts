@@ -39,6 +39,7 @@ const Stats = Type.Object({
   retrying: Type.Integer({ description: 'Not settled yet: queued, backing off, paused for a rate limit, or held' }),
   held: Type.Integer({ description: 'The part of retrying held back until a token is set, or an expired apiVersion is changed (at most HOLD_MAX, then dead-lettered)' }),
   deadLettered: Type.Integer({ description: 'Failed for good; see /failures' }),
+  droppedPii: Type.Integer({ description: 'Properties kept out of custom_data because they are named as a match key (email, phone_number, mobile, zip_code, dob…): PII is never sent raw. Not a term of the identity' }),
   lastError: Type.Union([Type.Object({ message: Type.String(), code: Type.Optional(Type.Integer()), subcode: Type.Optional(Type.Integer()), status: Type.Optional(Type.Integer()), fbtraceId: Type.Optional(Type.String()), at: Type.String({ format: 'date-time' }) }), Type.Null()]),
   lastSuccessAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
 }, { description: 'received = filtered + invalid.total + delivered + deadLettered + retrying; held ≤ retrying' })

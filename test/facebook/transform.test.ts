@@ -677,7 +677,8 @@ t.test('audienceEntryConversion', async (t) => {
         action_source: 'physical_store',
         user_data: { em: [sha('hamsolo813@hamsolo813.com')], external_id: [sha('hamsolo813')] }
       }
-    }
+    },
+    droppedPii: 0
   })
   t.same(audienceEntryConversion(args, { ...legacy, limitedDataUse: true }, NOW), {
     kind: 'conversion',
@@ -693,7 +694,8 @@ t.test('audienceEntryConversion', async (t) => {
         custom_data: { audience_key: 'order_completed_last_30days' },
         data_processing_options: []
       }
-    }
+    },
+    droppedPii: 0
   }, 'legacy: Other with the key in custom_data; LDU on: []')
   t.notOk('external_id' in profileKeys, 'the profile is not changed')
   t.match(audienceEntryConversion({ ...args, userId: undefined, profileKeys: undefined }, capi, NOW), {
@@ -704,4 +706,29 @@ t.test('audienceEntryConversion', async (t) => {
   t.match(audienceEntryConversion({ ...args, profileKeys: undefined }, capi, NOW), {
     kind: 'conversion', conversion: { payload: { user_data: { external_id: [sha('hamsolo813')] } } }
   })
+})
+
+t.test('custom_data never carries a property named as a match key: PII is dropped and counted (droppedPii)', async (t) => {
+  const properties = {
+    email: 'raw@example.com',
+    phone_number: '+1 401 555 0100',
+    Mobile: '4015550100',
+    zip_code: '02818',
+    dob: '1990-01-02',
+    'e-mail': 'other@example.com',
+    name: 'Monopoly: 3rd Edition',
+    brand: 'Hasbro',
+    price: 18.99
+  }
+  for (const settings of [capi, legacy]) {
+    const [result] = transformTrack(track('Product Added', { properties }), settings, options)
+    const conversion = one(track('Product Added', { properties }), settings)
+    t.equal(result.kind === 'conversion' && result.droppedPii, 6, `${settings.apiFormat}: six properties dropped`)
+    const customData = conversion.payload.custom_data as Record<string, unknown>
+    if (settings.apiFormat === 'offline-conversions') customData.value = customData.currency = undefined
+    t.same(Object.keys(customData).filter((key) => !['value', 'currency'].includes(key)).sort(), ['brand', 'name'], `${settings.apiFormat}: only the product's own properties`)
+    t.notMatch(JSON.stringify(conversion.payload), /raw@example\.com|401 555|4015550100|02818|1990-01-02|other@example/, `${settings.apiFormat}: no raw value anywhere in the payload`)
+  }
+  const [clean] = transformTrack(track('Product Added', { properties: { name: 'x', price: 1 } }), capi, options)
+  t.equal(clean.kind === 'conversion' && clean.droppedPii, 0, 'none to drop: 0')
 })
