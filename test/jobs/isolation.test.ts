@@ -181,3 +181,22 @@ t.test('the infrastructure, not the content, fails a job', async (t) => {
   t.notOk(isInfrastructureError(new TypeError('Cannot read properties of undefined')))
   t.notOk(isInfrastructureError('a string'))
 })
+
+t.test('through the API: a broken client clock (+275760-09-13) costs nothing, the message and its neighbours are delivered', async (t) => {
+  const setup = await twoSources(t)
+  const { ctx, graph, a, destinationA } = setup
+  const response = await fetch(`${ctx.url}/v1/batch`, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from(`${a.writeKey}:`).toString('base64')}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      sentAt: new Date().toISOString(),
+      batch: [order('clock-1'), order('far-future', { timestamp: '+275760-09-13T00:00:00Z', sentAt: '2020-01-01T00:00:00Z' }), order('year-zero', { timestamp: '0000-01-01T00:00:00Z' }), order('clock-2')]
+    })
+  })
+  t.same(await response.json(), { success: true }, 'every message accepted')
+  const stats = await settledStats(ctx, destinationA.id, 4)
+  t.equal(stats.delivered, 4, 'all four delivered')
+  const farFuture = graph.events('1111').find((event) => event.event_id === 'far-future')
+  t.ok(Math.abs(farFuture.event_time * 1000 - Date.now()) < 60_000, 'its time is when it was received')
+  t.equal(await failedIngestJobs(setup), 0)
+})
