@@ -179,7 +179,8 @@ function readValue (raw: unknown): number {
 /** Upper-cased ISO 4217 code, `USD` when none is given, undefined when not a known code. */
 function readCurrency (raw: unknown): string | undefined {
   if (raw === undefined || raw === null || raw === '') return DEFAULT_CURRENCY
-  if (typeof raw !== 'string') return undefined
+  // An ISO 4217 code, perhaps with spaces around: a longer text is none (and is not copied).
+  if (typeof raw !== 'string' || raw.length > 16) return undefined
   const code = raw.trim().toUpperCase()
   return CURRENCIES.has(code) ? code : undefined
 }

@@ -1,8 +1,7 @@
 // Issue 14, "linear time on hostile input": every normaliser and parser of match-keys.ts runs in
 // time linear in its input. Each is run on 10 KB and 100 KB adversarial inputs; the 100 KB run
-// may take at most 20× the 10 KB one (linear is 10×; a quadratic step would be 100×). A ratio of
-// medians of nine short runs, not a wall-clock bound, so a slow or busy machine does not fail it
-// (on this shared machine single runs of the same work vary 50-fold).
+// may take at most 20× the 10 KB one (linear is 10×; a quadratic step would be 100×): a ratio of
+// medians (test/helpers/linear.ts), not a wall-clock bound.
 import t from 'tap'
 import {
   clearMatchKeyCache,
@@ -18,14 +17,11 @@ import {
   normalizeZip
 } from '../../src/facebook/match-keys.js'
 import { matchKeyTraitOf } from '../../src/facebook/trait-spellings.js'
+import { growthRatio } from '../helpers/linear.js'
 
 const SMALL = 10 * 1024
 const LARGE = 100 * 1024
 const MAX_RATIO = 20
-const REPETITIONS = 9
-// each timed batch of the small input lasts at least this long, so the timer's resolution and
-// a stray pause do not decide the ratio
-const MIN_BATCH_NS = 300_000n
 
 /** Adversarial inputs of `size` characters: what makes backtracking or re-scanning slow. */
 function inputs (size: number): Array<[string, string]> {
@@ -48,42 +44,6 @@ function inputs (size: number): Array<[string, string]> {
     ['combining marks', repeat('e\u0301')],
     ['ʻokina', repeat('ʻi')]
   ]
-}
-
-function timeBatch<T> (fn: (input: T) => unknown, input: T, count: number): bigint {
-  const started = process.hrtime.bigint()
-  for (let i = 0; i < count; i++) fn(input)
-  return process.hrtime.bigint() - started
-}
-
-function minimum (values: bigint[]): bigint {
-  return values.reduce((a, b) => (a < b ? a : b))
-}
-
-function median (values: bigint[]): bigint {
-  const sorted = [...values].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
-  return sorted[Math.floor(sorted.length / 2)]
-}
-
-/**
- * Median time of the large input over the small one, with the same number of calls (`pick`:
- * another statistic of the repetitions).
- */
-function ratio<T> (fn: (input: T) => unknown, small: T, large: T, pick = median, repetitions = REPETITIONS): number {
-  let count = 1
-  fn(small) // warm up (and fill any one-time index)
-  fn(large)
-  while (timeBatch(fn, small, count) < MIN_BATCH_NS && count < 1_000_000) count *= 2
-  // one untimed batch of each first: the compiler has seen both sizes before the clock starts
-  timeBatch(fn, small, count)
-  timeBatch(fn, large, count)
-  const smallTimes: bigint[] = []
-  const largeTimes: bigint[] = []
-  for (let i = 0; i < repetitions; i++) {
-    smallTimes.push(timeBatch(fn, small, count))
-    largeTimes.push(timeBatch(fn, large, count))
-  }
-  return Number(pick(largeTimes)) / Number(pick(smallTimes))
 }
 
 const PARSERS: Array<[string, (input: string) => unknown]> = [
@@ -124,7 +84,7 @@ for (const [name, fn] of PARSERS) {
     smallInputs.forEach(([label, small], i) => {
       const large = largeInputs[i][1]
       t.ok(large.length >= LARGE - 16 && small.length >= SMALL - 16, `${label}: input sizes`)
-      const measured = ratio(fn, small, large)
+      const measured = growthRatio(fn, small, large, MAX_RATIO)
       t.ok(measured <= MAX_RATIO, `${label}: 100 KB took ${measured.toFixed(1)}× the time of 10 KB (at most ${MAX_RATIO}×)`)
     })
   })
@@ -138,10 +98,8 @@ t.test('linear time on hostile input: a list of many distinct emails is de-dupli
   const fn = (list: string[]) => hashedTraitKeys({ email: list })
   const large = emails(30 * 1024)
   t.equal(fn(large).em?.length, large.length, 'every distinct email is sent once')
-  // the fastest of several runs: thousands of remembered hashes do not all stay in the CPU's
-  // cache, and on a busy machine the longer runs are interrupted more often; neither is the
-  // algorithm's doing (a quadratic de-duplication measures ~80× here)
-  const measured = ratio(fn, emails(3 * 1024), large, minimum, 9)
+  // a quadratic de-duplication measures ~80× here
+  const measured = growthRatio(fn, emails(3 * 1024), large, MAX_RATIO)
   t.ok(measured <= MAX_RATIO, `30 KB took ${measured.toFixed(1)}× the time of 3 KB (at most ${MAX_RATIO}×)`)
   clearMatchKeyCache()
 })

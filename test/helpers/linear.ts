@@ -1,42 +1,56 @@
 /**
- * How a function's time grows with its input: the median time per call on an input of 10 KB
- * and of 100 KB (each measured over enough calls to take a few milliseconds), and their ratio.
- * Linear code gives about 10; a quadratic regular expression about 100. A ratio, not a
- * wall-clock bound: it holds on a slow machine as on a fast one.
+ * How a function's time grows with its input: its time on a 100 KB input over its time on a
+ * 10 KB one. Linear code gives about 10; a quadratic step about 100. A ratio, not a wall-clock
+ * bound: it holds on a slow machine as on a fast one.
+ *
+ * Both sizes are timed in CPU time with the same number of calls (enough for a batch of the small
+ * one to take 1 ms, so the clock's resolution does not decide), in nine alternating repetitions,
+ * and the medians compared. A linear function still measures 10–20× at times (100 KB
+ * leaves the CPU's caches where 10 KB does not; another process takes the core mid-run), so up to
+ * three tries are made and the best counts: a quadratic one measures ~100× every time.
  */
-export function growth<T> (fn: (input: T) => unknown, make: (bytes: number) => T, maxRatio = 20): { small: number, large: number, ratio: number } {
-  const smallInput = make(10 * 1024)
-  const largeInput = make(100 * 1024)
-  // Warm up on both: the first calls compile, and a cold small run looks fast against a warm large one.
-  for (let i = 0; i < 3; i++) { fn(smallInput); fn(largeInput) }
-  // A linear function measures 10–20× (100 KB leaves the CPU's caches where 10 KB does not, and
-  // another process may take the core mid-run): up to three tries, the best counts. A quadratic
-  // one measures ~100× every time.
-  let best = { small: 0, large: 0, ratio: Infinity }
-  for (let attempt = 0; attempt < 3 && best.ratio > maxRatio; attempt++) {
-    const small = medianTime(fn, smallInput)
-    const large = medianTime(fn, largeInput)
-    // A floor of 50 ns keeps a constant-time function (a bounded input) from dividing noise by noise.
-    const ratio = Math.max(large, 50e-9) / Math.max(small, 50e-9)
-    if (ratio < best.ratio) best = { small, large, ratio }
-  }
+export function growthRatio<T> (fn: (input: T) => unknown, small: T, large: T, maxRatio = 20): number {
+  let best = Infinity
+  for (let attempt = 0; attempt < 3 && best > maxRatio; attempt++) best = Math.min(best, medianRatio(fn, small, large))
   return best
 }
 
-function medianTime<T> (fn: (input: T) => unknown, input: T): number {
-  const times: number[] = []
-  for (let round = 0; round < 5; round++) {
-    let calls = 0
-    const start = process.hrtime.bigint()
-    let elapsed = 0n
-    do {
-      fn(input)
-      calls++
-      elapsed = process.hrtime.bigint() - start
-    } while (elapsed < 3_000_000n)
-    times.push(Number(elapsed) / 1e9 / calls)
+const REPETITIONS = 9
+// CPU time in µs (process.cpuUsage): the time another process has the core is not counted.
+const MIN_BATCH_US = 1000
+
+function medianRatio<T> (fn: (input: T) => unknown, small: T, large: T): number {
+  let count = 1
+  fn(small) // warm up (and fill any one-time index)
+  fn(large)
+  while (timeBatch(fn, small, count) < MIN_BATCH_US && count < 1_000_000) count *= 2
+  // One untimed batch of each first: the compiler has seen both sizes before the clock starts.
+  timeBatch(fn, small, count)
+  timeBatch(fn, large, count)
+  const smallTimes: number[] = []
+  const largeTimes: number[] = []
+  for (let i = 0; i < REPETITIONS; i++) {
+    smallTimes.push(timeBatch(fn, small, count))
+    largeTimes.push(timeBatch(fn, large, count))
   }
-  return times.sort((a, b) => a - b)[2]
+  return median(largeTimes) / Math.max(1, median(smallTimes))
+}
+
+/** The CPU time, in µs, of `count` calls. */
+function timeBatch<T> (fn: (input: T) => unknown, input: T, count: number): number {
+  const started = process.cpuUsage()
+  for (let i = 0; i < count; i++) fn(input)
+  const spent = process.cpuUsage(started)
+  return spent.user + spent.system
+}
+
+function median (values: number[]): number {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
+}
+
+/** The growth of `fn` from 10 KB to 100 KB of the input `make` builds (outside the timed calls). */
+export function growth<T> (fn: (input: T) => unknown, make: (bytes: number) => T, maxRatio = 20): number {
+  return growthRatio(fn, make(10 * 1024), make(100 * 1024), maxRatio)
 }
 
 /** `unit` repeated to `bytes` characters, then `tail`: the shape that makes a backtracking pattern retry. */
