@@ -4,6 +4,7 @@
 // token (FAKE_GRAPH_TOKEN, default "demo-token") and "test-token"; with FACEBOOK_APP_ID and
 // FACEBOOK_APP_SECRET set to the relay's values, the OAuth connect flow works against it too.
 // A dev tool, not part of the app: it reads its own environment, outside the app's config schema.
+import { DEFAULT_GRAPH_VERSION } from '../src/facebook/settings.js'
 import { startFakeGraph } from '../test/fixtures/fake-graph.js'
 import type { ReceivedBatch, Rejection } from '../test/fixtures/fake-graph.js'
 
@@ -39,7 +40,7 @@ const graph = await startFakeGraph({
 console.log(`fake Graph API listening at ${graph.url}`)
 console.log(`  access token: ${token}`)
 console.log(`  relay:        FACEBOOK_GRAPH_URL=${graph.url}`)
-console.log(`  events:       POST ${graph.url}/v21.0/<datasetId>/events  (any numeric dataset id)`)
+console.log(`  events:       POST ${graph.url}/${DEFAULT_GRAPH_VERSION}/<datasetId>/events  (any numeric dataset id)`)
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {

@@ -27,7 +27,7 @@ export const ConfigSchema = Type.Object({
   FACEBOOK_APP_ID: Type.Optional(Type.String()),
   FACEBOOK_APP_SECRET: Type.Optional(Type.String()),
   // Where "Connect to Facebook" sends the browser (Meta's OAuth dialog).
-  FACEBOOK_OAUTH_DIALOG_URL: Type.String({ default: 'https://www.facebook.com/v21.0/dialog/oauth', pattern: '^https?://' }),
+  FACEBOOK_OAUTH_DIALOG_URL: Type.String({ default: 'https://www.facebook.com/v26.0/dialog/oauth', pattern: '^https?://' }),
   METRICS_PUBLIC: Type.Boolean({ default: false }),
   // The queue dashboard (/admin/queues) only shows jobs unless this is true: retry, clean,
   // promote, pause, empty and the like are refused (bull-board's readOnlyMode).
