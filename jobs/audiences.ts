@@ -7,6 +7,7 @@ import { matchesWhere, MAX_EVENT_NAME_BYTES } from '../src/audiences/condition.j
 import { dayNumber, evaluate, type CountedLeaf } from '../src/audiences/evaluate.js'
 import { DESTINATION_NAME } from '../src/facebook/settings.js'
 import type { RedisKeys } from '../src/keys.js'
+import { consentAllows, messageConsent, type Consent, type ConsentRule } from '../src/segment/consent.js'
 import { audienceChange } from '../src/segment/engage.js'
 import type { SegmentMessage } from '../src/segment/types.js'
 import type { IngestStage } from './ingest.js'
@@ -42,6 +43,8 @@ export interface AudienceEngineDependencies {
   lockMs?: number
   /** Whether a source has a destination in the legacy format (which needs birthday parts). */
   legacyFormat?: (sourceId: string) => Promise<boolean>
+  /** The consent each destination of a source asks for (those naming categories only). */
+  consentRules?: (sourceId: string) => Promise<Array<{ destinationId: string, rule: ConsentRule }>>
   now?: () => number
   log: { warn: (obj: object, msg: string) => void, info: (obj: object, msg: string) => void }
 }
@@ -180,6 +183,8 @@ export class AudienceEngine {
     /** Profiles this job's messages wrote (activity: they live on), and those whose properties say audiences. */
     const active = new Set<string>()
     const retained = new Set<string>()
+    /** Profile id → the latest consent its messages in this job carried. */
+    const consents = new Map<string, { consent: Consent, at: number }>()
     const touch = (profileId: string, audience: CompiledAudience) => {
       let set = affected.get(profileId)
       if (set === undefined) affected.set(profileId, (set = new Set()))
@@ -190,6 +195,15 @@ export class AudienceEngine {
       const message = messages[i]
       const profileId = identities[i]
       if (profileId === undefined) continue
+      // The latest consent a user's messages carried (any message: an identify, a track such as
+      // "Segment Consent Preference Updated", a page).
+      const consent = context.guard('profiles', message, () => messageConsent(message))
+      if (consent !== undefined && consent !== SET_ASIDE) {
+        const at = Date.parse(message.timestamp)
+        const kept = consents.get(profileId)
+        if (kept === undefined || !(at < kept.at)) consents.set(profileId, { consent, at: Number.isNaN(at) ? now : at })
+        active.add(keys.profile(sourceId, profileId))
+      }
       if (message.type === 'identify') {
         legacyBirthday ??= await this.deps.legacyFormat?.(sourceId) ?? false
         const update = context.guard('profiles', message, () => identifyUpdate(message, legacyBirthday!, ownAudienceIds))
@@ -255,7 +269,44 @@ export class AudienceEngine {
     profiles.touch(writes, sourceId, active, now)
     for (const profileId of retained) profiles.retain(writes, sourceId, profileId, now)
     if (writes.length > 0) await writes.exec()
+    const consentChanges = await profiles.recordConsent(sourceId, consents)
+    if (consents.size > 0) context.carry.set(CONSENT_IN_EFFECT, consentInEffect(messages, identities, consents, consentChanges))
+    if (consentChanges.size > 0) await this.consentChanged(sourceId, audiences, consentChanges, consents)
     if (affected.size > 0) await this.reevaluate(sourceId, affected, 'realtime')
+  }
+
+  /**
+   * A user whose consent no longer allows a destination (one naming consent categories) leaves
+   * that destination's audiences — `false` is sent to it for each audience the user is a member
+   * of, like any other exit — and one whose consent allows it again re-enters them (`true`).
+   */
+  private async consentChanged (sourceId: string, audiences: CompiledAudience[], changes: Map<string, Consent | undefined>, latest: Map<string, { consent: Consent, at: number }>): Promise<void> {
+    const rules = await this.deps.consentRules?.(sourceId) ?? []
+    if (rules.length === 0) return
+    const moves: Array<{ profileId: string, destinationId: string, member: boolean, at: number }> = []
+    for (const [profileId, before] of changes) {
+      const { consent, at } = latest.get(profileId)!
+      for (const { destinationId, rule } of rules) {
+        const was = consentAllows(rule, before)
+        const is = consentAllows(rule, consent)
+        if (was !== is) moves.push({ profileId, destinationId, member: is, at })
+      }
+    }
+    if (moves.length === 0) return
+    const { redis, keys } = this.deps
+    for (const audience of audiences) {
+      const relevant = moves.filter((move) => audience.destinations.includes(move.destinationId))
+      if (relevant.length === 0) continue
+      const read = redis.pipeline()
+      for (const move of relevant) read.zscore(keys.audienceMembers(audience.id), move.profileId)
+      const since = (await read.exec())!.map(([, score]) => score as string | null)
+      for (const [i, move] of relevant.entries()) {
+        if (since[i] === null) continue
+        const version = `consent-${move.at}`
+        await this.emit(audience, [{ profileId: move.profileId, member: move.member, version, since: move.member ? since[i]! : undefined }],
+          `${audience.id}-${createHash('sha256').update(`${move.profileId}|${move.destinationId}|${version}`).digest('base64url').slice(0, 16)}`, [move.destinationId])
+      }
+    }
   }
 
   /**
@@ -613,6 +664,35 @@ export class AudienceEngine {
 }
 
 const EMPTY: ReadonlyMap<number, number> = new Map()
+
+/**
+ * Carried to the routing stage (StageContext.carry): for each message without consent of its own
+ * whose user's consent this job changed, the consent in effect when it was sent — the last one
+ * its user's messages carried before it in the job, else the one before the job. (The profile
+ * already holds the job's last consent: a withdrawal later in a batch must not free the messages
+ * sent before it, nor a consent given later in the batch let earlier ones through.)
+ */
+export const CONSENT_IN_EFFECT = 'consentInEffect'
+
+function consentInEffect (
+  messages: SegmentMessage[],
+  identities: Array<string | undefined>,
+  latest: ReadonlyMap<string, { consent: Consent, at: number }>,
+  changed: ReadonlyMap<string, Consent | undefined>
+): Map<SegmentMessage, Consent | undefined> {
+  const inEffect = new Map<SegmentMessage, Consent | undefined>()
+  // Before the job: what changed had the consent returned; what did not, the job's own (equal).
+  const current = new Map<string, Consent | undefined>()
+  for (const [profileId, { consent }] of latest) current.set(profileId, changed.has(profileId) ? changed.get(profileId) : consent)
+  messages.forEach((message, i) => {
+    const profileId = identities[i]
+    if (profileId === undefined || !current.has(profileId)) return
+    const own = messageConsent(message)
+    if (own !== undefined) current.set(profileId, own)
+    else inEffect.set(message, current.get(profileId))
+  })
+  return inEffect
+}
 
 /**
  * What an identify writes to its user's profile: the hashed match keys and other traits, and an

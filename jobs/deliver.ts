@@ -169,7 +169,7 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
     // not sent, and count as filtered — as what is routed while it is disabled would.
     if (!destination.enabled) {
       await unhold()
-      await store.count(new Map([[destinationId, { filtered: job.data.conversions.length }]]))
+      await store.count(new Map([[destinationId, { filtered: { disabled: job.data.conversions.length } }]]))
       return { filtered: job.data.conversions.length }
     }
     const at = now()

@@ -28,6 +28,8 @@ export interface StageContext {
   guard: <T>(step: IngestStep, message: SegmentMessage, fn: () => T, destinationId?: string) => T | typeof SET_ASIDE
   /** Whether a message was set aside by an earlier step (or for another destination). */
   isSetAside: (message: SegmentMessage) => boolean
+  /** What a stage tells the later stages of the same job (and source), in memory. */
+  carry: Map<string, unknown>
 }
 
 export interface SetAsideRecord {
@@ -51,6 +53,7 @@ export class JobIsolation {
   /** The context of one source's stages. */
   context (sourceId: string): StageContext {
     return {
+      carry: new Map(),
       guard: (step, message, fn, destinationId) => {
         try {
           faultInjection.at?.(step, message)

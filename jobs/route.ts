@@ -1,11 +1,13 @@
 import type { Queue } from 'bullmq'
-import type { DestinationStore, StatsDelta, StoredDestination } from '../plugins/destinations.js'
+import type { DestinationStore, FilterReason, StatsDelta, StoredDestination } from '../plugins/destinations.js'
 import { DESTINATION_NAME, DESTINATION_TYPE } from '../src/facebook/settings.js'
 import { audienceEntryConversion, transformTrack, type InvalidReason, type TransformOptions, type TransformResult } from '../src/facebook/transform.js'
+import { consentAllows, messageConsent, type Consent, type ConsentRule } from '../src/segment/consent.js'
 import { audienceChange } from '../src/segment/engage.js'
 import { isDestinationEnabled } from '../src/segment/integrations.js'
 import type { SegmentMessage } from '../src/segment/types.js'
 import type { IngestStage } from './ingest.js'
+import { CONSENT_IN_EFFECT } from './audiences.js'
 import { SET_ASIDE } from './isolation.js'
 import type { DeliverJobData, FirstAttempt, QueuedConversion } from './queues.js'
 
@@ -31,12 +33,25 @@ export interface RouteDependencies {
 /** After a first attempt fails, the destination's requests are queued without one for this long. */
 const QUEUE_ONLY_MS = 30_000
 
-export type Enrichment = Pick<TransformOptions, 'profileKeys' | 'audienceProperties'>
+/** The profile's part: match keys and audience properties for the transform, and the user's last consent. */
+export type Enrichment = Pick<TransformOptions, 'profileKeys' | 'audienceProperties'> & { consent?: Consent }
 
 /** Our audience syncs name the destinations they are for (`context.relay.destinationIds`). */
 function addressedTo (message: SegmentMessage, destinationId: string): boolean {
   const ids = (message.context as { relay?: { destinationIds?: unknown } } | undefined)?.relay?.destinationIds
   return !Array.isArray(ids) || ids.includes(destinationId)
+}
+
+/**
+ * Whether a message goes on to this destination's transform, or why it is filtered: its
+ * `integrations` turn the destination off (or it is an audience sync for another), or its user's
+ * consent (its own, else the last seen) does not allow the destination. An audience exit is never
+ * held back for consent: a user who withdrew consent leaves the destination's audiences.
+ */
+function routing (message: SegmentMessage, destinationId: string, rule: ConsentRule, consentOf: (message: SegmentMessage) => Consent | undefined): 'routed' | FilterReason {
+  if (!isDestinationEnabled(message.integrations, DESTINATION_NAME) || !addressedTo(message, destinationId)) return 'integrations'
+  if (rule.categories.length > 0 && audienceChange(message)?.member !== false && !consentAllows(rule, consentOf(message))) return 'consent'
+  return 'routed'
 }
 
 /** A routed result: a conversion ready for a request (its payload serialised once), or why not. */
@@ -94,16 +109,29 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
     const deltas = new Map<string, StatsDelta>()
     const jobs: Array<{ name: string, data: DeliverJobData }> = []
     const at = now()
-    const needsProfile = messages.filter((m) => m.type === 'track' || audienceChange(m)?.member === true)
+    // A destination that names consent categories judges a message without consent of its own by
+    // the consent last seen for its user (the profile's).
+    const consentMatters = destinations.some((d) => d.settings.consentCategories.length > 0)
+    const needsProfile = messages.filter((m) => m.type === 'track' || audienceChange(m)?.member === true || (consentMatters && messageConsent(m) === undefined))
     const enrichment = deps.enrich === undefined || needsProfile.length === 0 ? new Map<SegmentMessage, Enrichment>() : await deps.enrich(sourceId, needsProfile)
+    // The consent in effect for messages whose user's consent this very job changed (the profile
+    // already holds the job's last): from the audience stage, in order.
+    const inEffect = context.carry.get(CONSENT_IN_EFFECT) as Map<SegmentMessage, Consent | undefined> | undefined
+    const consentOf = (message: SegmentMessage): Consent | undefined => {
+      const own = messageConsent(message)
+      if (own !== undefined) return own
+      return inEffect?.has(message) === true ? inEffect.get(message) : enrichment.get(message)?.consent
+    }
 
     for (const destination of destinations) {
-      const delta = { received: 0, filtered: 0, droppedPii: 0, invalid: {} as Partial<Record<InvalidReason, number>> }
+      const delta = { received: 0, filtered: {} as Partial<Record<FilterReason, number>>, droppedPii: 0, invalid: {} as Partial<Record<InvalidReason, number>> }
+      const filter = (reason: FilterReason) => { delta.received++; delta.filtered[reason] = (delta.filtered[reason] ?? 0) + 1 }
       deltas.set(destination.id, delta)
+      const consentRule: ConsentRule = { categories: destination.settings.consentCategories, requireConsent: destination.settings.requireConsent }
       const byDataset = new Map<string, QueuedConversion[]>()
       for (const message of messages) {
-        const routed = context.guard('route', message, () => isDestinationEnabled(message.integrations, DESTINATION_NAME) && addressedTo(message, destination.id), destination.id)
-        const results = routed === true
+        const routed = context.guard('route', message, () => routing(message, destination.id, consentRule, consentOf), destination.id)
+        const results = routed === 'routed'
           ? context.guard('transform', message, () => conversionsOf(message, destination, at, enrichment.get(message)), destination.id)
           : routed
         if (results === SET_ASIDE) {
@@ -112,9 +140,12 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
           delta.invalid.unprocessable = (delta.invalid.unprocessable ?? 0) + 1
           continue
         }
-        if (results === false || results.length === 0) {
-          delta.received++
-          delta.filtered++
+        if (typeof results === 'string') {
+          filter(results)
+          continue
+        }
+        if (results.length === 0) {
+          filter('unmapped')
           continue
         }
         for (const result of results) {

@@ -32,6 +32,9 @@ export default fp(async (app) => {
     retentionMs: config.historyRetentionMs,
     lockMs: config.STALLED_INTERVAL_MS,
     legacyFormat: async (sourceId) => (await app.destinations.forSource(sourceId)).some((d) => d.settings.apiFormat === 'offline-conversions'),
+    consentRules: async (sourceId) => (await app.destinations.forSource(sourceId))
+      .filter((d) => d.enabled && d.settings.consentCategories.length > 0)
+      .map((d) => ({ destinationId: d.id, rule: { categories: d.settings.consentCategories, requireConsent: d.settings.requireConsent } })),
     now: app.now,
     log: app.log
   })

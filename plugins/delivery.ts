@@ -74,7 +74,7 @@ export default fp(async (app) => {
           if (profile === undefined) return
           // An anonymous message of a known user carries the user's id too (anonymousId linked).
           const profileKeys = profileId!.startsWith('anon:') ? profile.matchKeys : { ...profile.matchKeys, external_id: profileId }
-          enrichment.set(message, { profileKeys, audienceProperties: profile.audiences })
+          enrichment.set(message, { profileKeys, audienceProperties: profile.audiences, consent: profile.consent })
         })
         return enrichment
       },

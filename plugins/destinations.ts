@@ -78,6 +78,8 @@ export interface Destination extends Omit<StoredDestination, 'authStatus' | 'aut
 export interface DestinationStats {
   received: number
   filtered: number
+  /** The parts of `filtered`, by FilterReason (`other`: counted by earlier builds). */
+  filteredByReason: Record<string, number>
   invalid: { total: number, byReason: Record<string, number> }
   delivered: number
   retrying: number
@@ -103,10 +105,18 @@ export interface DeadLetter {
   payload: Record<string, unknown>
 }
 
+/**
+ * Why a routed message was filtered (the parts of `filtered`): no map sends it (`unmapped`), its
+ * `integrations` turned this destination off or it was an audience sync for another one
+ * (`integrations`), its user's consent does not allow this destination (`consent`), or the
+ * destination was disabled while it waited (`disabled`).
+ */
+export type FilterReason = 'unmapped' | 'integrations' | 'consent' | 'disabled'
+
 /** Counter increments of one destination, added up before one round trip. */
 export interface StatsDelta {
   received?: number
-  filtered?: number
+  filtered?: Partial<Record<FilterReason, number>>
   delivered?: number
   deadLettered?: number
   invalid?: Partial<Record<InvalidReason, number>>
@@ -276,9 +286,14 @@ export class DestinationStore {
     const pipeline = this.redis.pipeline()
     for (const [id, delta] of deltas) {
       const key = this.keys.destinationStats(id)
-      for (const field of ['received', 'filtered', 'delivered', 'deadLettered', 'droppedPii'] as const) {
+      for (const field of ['received', 'delivered', 'deadLettered', 'droppedPii'] as const) {
         const n = delta[field]
         if (n !== undefined && n !== 0) pipeline.hincrby(key, field, n)
+      }
+      for (const [reason, n] of Object.entries(delta.filtered ?? {})) {
+        if (n === undefined || n === 0) continue
+        pipeline.hincrby(key, 'filtered', n)
+        pipeline.hincrby(key, `filtered:${reason}`, n)
       }
       for (const [reason, n] of Object.entries(delta.invalid ?? {})) {
         if (n === undefined || n === 0) continue
@@ -298,14 +313,20 @@ export class DestinationStore {
     const raw = await this.redis.hgetall(this.keys.destinationStats(id))
     const n = (field: string) => Number(raw[field] ?? 0)
     const byReason: Record<string, number> = {}
+    const filteredByReason: Record<string, number> = {}
     for (const [field, value] of Object.entries(raw)) {
       if (field.startsWith('invalid:')) byReason[field.slice('invalid:'.length)] = Number(value)
+      else if (field.startsWith('filtered:')) filteredByReason[field.slice('filtered:'.length)] = Number(value)
     }
+    // Counted by earlier builds without a reason: `other`, so the parts still add up.
+    const unexplained = n('filtered') - Object.values(filteredByReason).reduce((sum, count) => sum + count, 0)
+    if (unexplained > 0) filteredByReason.other = unexplained
     const received = n('received')
     const settled = n('filtered') + n('invalid') + n('delivered') + n('deadLettered')
     return {
       received,
       filtered: n('filtered'),
+      filteredByReason,
       invalid: { total: n('invalid'), byReason },
       delivered: n('delivered'),
       // Everything received and not yet settled: queued, in flight, backing off, or held for a

@@ -3,6 +3,7 @@ import type { ChainableCommander, Redis, Result } from 'ioredis'
 import { hashedTraitKeys, type MatchKeys } from '../src/facebook/match-keys.js'
 import { isMatchKeyTrait } from '../src/facebook/trait-spellings.js'
 import type { RedisKeys } from '../src/keys.js'
+import type { Consent } from '../src/segment/consent.js'
 
 // Hashed match keys: one field each, named by one letter (a list's further values get a digit:
 // `e`, `e1`, `e2`), the SHA-256 as 32 raw bytes (half the hex). Short names and values of at most
@@ -22,7 +23,14 @@ export interface Profile {
   traits: Record<string, unknown>
   /** Audience and computed-trait memberships: audience key → member. */
   audiences: Record<string, boolean>
+  /** The latest consent seen for the user (Segment Consent Management); absent when none was. */
+  consent?: Consent
 }
+
+// The latest consent seen for the user (its categories as canonical JSON), and the time of the
+// message that carried it: an older message never overwrites a newer consent.
+const CONSENT_FIELD = 'k:consent'
+const CONSENT_AT_FIELD = 'k:at'
 
 export function matchKeyFields (keys: MatchKeys, legacyBirthday = true): Record<string, Buffer> {
   const fields: Record<string, Buffer> = {}
@@ -63,6 +71,7 @@ export function readProfile (raw: Record<string, Buffer> | null | undefined): Pr
 const COLON = 0x3a
 const TRAIT = 0x74 // t
 const AUDIENCE = 0x61 // a
+const CONSENT = 0x6b // k
 
 /**
  * The profile of an HGETALL answer read as field/value pairs: the history fields (most of a
@@ -74,7 +83,7 @@ export function readProfilePairs (pairs: Buffer[] | null | undefined): Profile {
   for (let i = 0; i + 1 < pairs.length; i += 2) {
     const field = pairs[i]
     const prefixed = field.length > 2 && field[1] === COLON
-    if (prefixed ? field[0] === TRAIT || field[0] === AUDIENCE : field.length <= 2) addField(profile, field.toString('utf8'), pairs[i + 1])
+    if (prefixed ? field[0] === TRAIT || field[0] === AUDIENCE || field[0] === CONSENT : field.length <= 2) addField(profile, field.toString('utf8'), pairs[i + 1])
   }
   return profile
 }
@@ -96,8 +105,27 @@ function addField (profile: Profile, field: string, value: Buffer): void {
     try { profile.traits[name] = JSON.parse(value.toString('utf8')) } catch { /* a corrupt trait is skipped */ }
   } else if (kind === 'a:') {
     profile.audiences[name] = value.toString() === '1'
+  } else if (field === CONSENT_FIELD) {
+    try { profile.consent = JSON.parse(value.toString('utf8')) } catch { /* a corrupt consent is none */ }
   }
 }
+
+/** A consent as stored: its categories sorted, so equal consents are equal texts. */
+export function consentJson (consent: Consent): string {
+  return JSON.stringify(Object.fromEntries(Object.entries(consent).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)))
+}
+
+// Records a user's latest consent (KEYS: the profile; ARGV: its JSON, the message's time in ms).
+// Answers the consent it replaced ('' when there was none), or false when nothing changed: an
+// equal consent, or one older than what is kept.
+const CONSENT_SET = `
+local at = tonumber(redis.call('HGET', KEYS[1], '${CONSENT_AT_FIELD}') or '-1')
+if tonumber(ARGV[2]) < at then return false end
+local old = redis.call('HGET', KEYS[1], '${CONSENT_FIELD}')
+redis.call('HSET', KEYS[1], '${CONSENT_AT_FIELD}', ARGV[2])
+if old == ARGV[1] then return false end
+redis.call('HSET', KEYS[1], '${CONSENT_FIELD}', ARGV[1])
+return old or ''`
 
 // Many profiles in one command (KEYS: the profile hashes): each as its field/value pairs without
 // the history fields (`h:`/`w:`, the engine's — most of a busy user's hash), which stay in Redis.
@@ -183,6 +211,7 @@ declare module 'ioredis' {
     profilesReadBuffer(numKeys: number, ...keys: string[]): Result<Buffer[][], Context>
     profilesTouch(numKeys: number, ...keysAndArgs: Array<string | number>): Result<number, Context>
     profileRetain(countsKey: string, profileKey: string, day: number, expireAt: number): Result<number, Context>
+    profileConsentSet(profileKey: string, json: string, at: number): Result<string | null, Context>
   }
 }
 
@@ -200,6 +229,7 @@ export class ProfileStore {
     redis.defineCommand('profilesRead', { lua: PROFILES_READ })
     redis.defineCommand('profilesTouch', { lua: PROFILES_TOUCH })
     redis.defineCommand('profileRetain', { numberOfKeys: 2, lua: PROFILE_RETAIN })
+    redis.defineCommand('profileConsentSet', { numberOfKeys: 1, lua: CONSENT_SET })
   }
 
   /** When the profiles active on `day` expire: HISTORY_RETENTION after the day's end. */
@@ -231,6 +261,30 @@ export class ProfileStore {
   retain (pipeline: ChainableCommander, sourceId: string, profileId: string, now: number): void {
     const day = Math.floor(now / DAY_MS)
     pipeline.profileRetain(this.keys.profileCounts(sourceId), this.keys.profile(sourceId, profileId), day, this.expiresAt(day))
+  }
+
+  /**
+   * Records the latest consent of each user (profile id → consent and the time of its message).
+   * Answers the users whose consent changed, with the consent each had before (undefined: none).
+   */
+  async recordConsent (sourceId: string, latest: Map<string, { consent: Consent, at: number }>): Promise<Map<string, Consent | undefined>> {
+    const changed = new Map<string, Consent | undefined>()
+    if (latest.size === 0) return changed
+    const pipeline = this.redis.pipeline()
+    const ids = [...latest.keys()]
+    for (const id of ids) {
+      const { consent, at } = latest.get(id)!
+      pipeline.profileConsentSet(this.keys.profile(sourceId, id), consentJson(consent), at)
+    }
+    const answers = (await pipeline.exec())!
+    answers.forEach(([err, old], i) => {
+      if (err !== null) throw err
+      if (typeof old !== 'string') return
+      let before: Consent | undefined
+      try { before = old === '' ? undefined : JSON.parse(old) } catch { before = undefined }
+      changed.set(ids[i], before)
+    })
+    return changed
   }
 
   /** How many profiles the source keeps: those of days not yet expired, and audience members. */

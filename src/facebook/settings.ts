@@ -56,6 +56,16 @@ export const FacebookSettingsSchema = Type.Object({
   audienceEntryEvents: Type.Optional(Type.Record(Type.String(), DatasetId, {
     default: {},
     description: 'Audience key → dataset id: a conversion named after the audience when a user enters it'
+  })),
+  consentCategories: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 100 }), {
+    default: [],
+    maxItems: 50,
+    uniqueItems: true,
+    description: 'Segment Consent Management: consent category ids every one of which must be true in a message\'s context.consent.categoryPreferences (or, without one, in the consent last seen for its user) for it to reach this destination; [] takes every message'
+  })),
+  requireConsent: Type.Optional(Type.Boolean({
+    default: false,
+    description: 'With consentCategories: filter a message whose user\'s consent is not known at all (Segment lets it through)'
   }))
 }, { $id: 'FacebookSettings', additionalProperties: false })
 
@@ -79,7 +89,9 @@ const SETTING_RULES: Readonly<Record<string, string>> = {
   apiVersion: `must be a Graph API version such as "${DEFAULT_GRAPH_VERSION}"`,
   testEventCode: 'must be a non-empty string',
   uploadTag: 'must be a non-empty string',
-  sendAudienceProperties: 'must be a boolean'
+  sendAudienceProperties: 'must be a boolean',
+  consentCategories: 'must be an array of distinct consent category ids (non-empty strings, at most 50)',
+  requireConsent: 'must be a boolean'
 }
 
 // Settings whose entries are dataset ids

@@ -33,7 +33,8 @@ export const DestinationSchema = Type.Object({
 
 const Stats = Type.Object({
   received: Type.Integer({ description: 'Conversions routed here (a track in two maps is two; a message that yields none is one)' }),
-  filtered: Type.Integer({ description: 'Unmapped events, other calls, messages whose integrations turn this destination off' }),
+  filtered: Type.Integer({ description: 'Unmapped events, other calls, messages whose integrations turn this destination off or whose user\'s consent does not allow it' }),
+  filteredByReason: Type.Record(Type.String(), Type.Integer(), { description: 'The parts of filtered: unmapped, integrations, consent, disabled (other: counted by earlier builds)' }),
   invalid: Type.Object({ total: Type.Integer(), byReason: Type.Record(Type.String(), Type.Integer()) }, { description: 'Refused locally, never sent' }),
   delivered: Type.Integer(),
   retrying: Type.Integer({ description: 'Not settled yet: queued, backing off, paused for a rate limit, or held' }),

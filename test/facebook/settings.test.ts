@@ -40,7 +40,9 @@ t.test('an empty object gets every default of DESIGN.md', async (t) => {
     apiVersion: 'v26.0',
     uploadTag: 'Segment',
     sendAudienceProperties: true,
-    audienceEntryEvents: {}
+    audienceEntryEvents: {},
+    consentCategories: [],
+    requireConsent: false
   })
   t.notOk('testEventCode' in parsed({}), 'testEventCode stays unset')
 })
@@ -57,7 +59,9 @@ t.test('the seed settings and every setting given are kept as given', async (t) 
     testEventCode: 'TEST123',
     uploadTag: 'store-upload',
     sendAudienceProperties: false,
-    audienceEntryEvents: { order_completed_last_30days: '1234' }
+    audienceEntryEvents: { order_completed_last_30days: '1234' },
+    consentCategories: ['Advertising', 'C0004'],
+    requireConsent: true
   }
   t.same(parsed(input), input)
 })
@@ -91,6 +95,9 @@ t.test('errors name the field and the rule', async (t) => {
     ['an empty test event code', { testEventCode: '' }, 'settings.testEventCode: must be a non-empty string'],
     ['a numeric upload tag', { uploadTag: 5 }, 'settings.uploadTag: must be a non-empty string'],
     ['a non-boolean audience switch', { sendAudienceProperties: 1 }, 'settings.sendAudienceProperties: must be a boolean'],
+    ['consent categories not a list', { consentCategories: 'Advertising' }, 'settings.consentCategories: must be an array of distinct consent category ids (non-empty strings, at most 50)'],
+    ['a repeated consent category', { consentCategories: ['Advertising', 'Advertising'] }, 'settings.consentCategories: must be an array of distinct consent category ids (non-empty strings, at most 50)'],
+    ['a non-boolean requireConsent', { requireConsent: 'true' }, 'settings.requireConsent: must be a boolean'],
     ['an unknown setting (a typo)', { conversionEvent: {} }, 'settings.conversionEvent: is not a setting of this destination'],
     ['not an object', null, 'settings: must be an object'],
     ['an array', [], 'settings: must be an object'],
