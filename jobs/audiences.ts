@@ -185,6 +185,8 @@ export class AudienceEngine {
     const retained = new Set<string>()
     /** Profile id → the latest consent its messages in this job carried. */
     const consents = new Map<string, { consent: Consent, at: number }>()
+    /** Profiles to join (an anonymous visitor's, a former user id's) → the user's. */
+    const joins = new Map<string, string>()
     const touch = (profileId: string, audience: CompiledAudience) => {
       let set = affected.get(profileId)
       if (set === undefined) affected.set(profileId, (set = new Set()))
@@ -203,6 +205,19 @@ export class AudienceEngine {
         const kept = consents.get(profileId)
         if (kept === undefined || !(at < kept.at)) consents.set(profileId, { consent, at: Number.isNaN(at) ? now : at })
         active.add(keys.profile(sourceId, profileId))
+      }
+      // Identity: a message carrying both ids (an identify, a track…) joins the anonymous
+      // visitor's profile to the user's and links the ids; an alias joins its previousId's —
+      // an anonymous id's or a former user id's.
+      if (message.userId !== undefined && message.anonymousId !== undefined) {
+        joins.set(`anon:${message.anonymousId}`, profileId)
+        profiles.link(writes, sourceId, message.anonymousId, profileId, now)
+      }
+      if (message.type === 'alias' && message.previousId !== undefined && message.userId !== undefined) {
+        joins.set(`anon:${message.previousId}`, profileId)
+        if (message.previousId !== profileId) joins.set(message.previousId, profileId)
+        profiles.link(writes, sourceId, message.previousId, profileId, now)
+        profiles.linkUser(writes, sourceId, message.previousId, profileId)
       }
       if (message.type === 'identify') {
         legacyBirthday ??= await this.deps.legacyFormat?.(sourceId) ?? false
@@ -269,10 +284,40 @@ export class AudienceEngine {
     profiles.touch(writes, sourceId, active, now)
     for (const profileId of retained) profiles.retain(writes, sourceId, profileId, now)
     if (writes.length > 0) await writes.exec()
+    for (const [from, into] of joins) {
+      if (!await profiles.merge(sourceId, from, into, now)) continue
+      // The joined profile's memberships end; the user's are evaluated once, on the sum.
+      await this.dropMemberships(from, audiences)
+      for (const audience of audiences) touch(into, audience)
+    }
     const consentChanges = await profiles.recordConsent(sourceId, consents)
     if (consents.size > 0) context.carry.set(CONSENT_IN_EFFECT, consentInEffect(messages, identities, consents, consentChanges))
     if (consentChanges.size > 0) await this.consentChanged(sourceId, audiences, consentChanges, consents)
     if (affected.size > 0) await this.reevaluate(sourceId, affected, 'realtime')
+  }
+
+  /**
+   * A profile joined to another (ProfileStore.merge) is no one's any more: it leaves every
+   * audience it was a member of (the change logs send `false` for it); its history now counts for
+   * the user it joined.
+   */
+  private async dropMemberships (profileId: string, audiences: CompiledAudience[]): Promise<void> {
+    const { redis, keys } = this.deps
+    const read = redis.pipeline()
+    for (const audience of audiences) read.zscore(keys.audienceMembers(audience.id), profileId)
+    const scores = (await read.exec())!.map(([, score]) => score as string | null)
+    const writes = redis.pipeline()
+    const left: string[] = []
+    audiences.forEach((audience, i) => {
+      if (scores[i] === null) return
+      writes.zrem(keys.audienceMembers(audience.id), profileId)
+      writes.zrem(keys.audienceLapses(audience.id), profileId)
+      writes.xadd(keys.audienceChanges(audience.id), '*', 'u', profileId, 'm', '0')
+      left.push(audience.id)
+    })
+    if (writes.length === 0) return
+    await writes.exec()
+    for (const audienceId of left) await this.scheduleSync(audienceId)
   }
 
   /**

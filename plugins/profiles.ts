@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { ChainableCommander, Redis, Result } from 'ioredis'
 import { hashedTraitKeys, type MatchKeys } from '../src/facebook/match-keys.js'
@@ -200,6 +201,46 @@ elseif not member and (kept or not old) then
 end
 return 1`
 
+// Joins (ProfileStore.merge). Claim (KEYS: the profile to join; ARGV: the user it joins): marks
+// it as that user's and answers its fields — nothing when it is gone or already another's.
+const MERGE_CLAIM = `
+local owner = redis.call('HGET', KEYS[1], '_merged')
+if owner and owner ~= ARGV[1] then return false end
+if not owner then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+  redis.call('HSET', KEYS[1], '_merged', ARGV[1])
+end
+return redis.call('HGETALL', KEYS[1])`
+
+// Into (KEYS: the user's profile; ARGV: the claim's field, then the joined profile's fields and
+// values): history counts add up, other fields fill what the user lacks; audience properties
+// and the joined profile's own bookkeeping (\`_…\`) stay behind. Once per claim.
+const MERGE_INTO = `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+for i = 2, #ARGV, 2 do
+  local field = ARGV[i]
+  local kind = string.sub(field, 1, 2)
+  if kind == 'h:' or kind == 'w:' then
+    redis.call('HINCRBY', KEYS[1], field, ARGV[i + 1])
+  elseif kind ~= 'a:' and string.sub(field, 1, 1) ~= '_' then
+    redis.call('HSETNX', KEYS[1], field, ARGV[i + 1])
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], '1')
+return 1`
+
+// Removes a profile and its count (KEYS: the counts hash, the profile).
+const PROFILE_DROP = `
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[2], '_k') == 1 then
+  redis.call('HINCRBY', KEYS[1], 'kept', -1)
+else
+  local day = redis.call('HGET', KEYS[2], '_d')
+  if day then redis.call('HINCRBY', KEYS[1], day, -1) end
+end
+redis.call('DEL', KEYS[2])
+return 1`
+
 /** Profile keys per touch command. */
 const TOUCH_CHUNK = 500
 
@@ -212,6 +253,9 @@ declare module 'ioredis' {
     profilesTouch(numKeys: number, ...keysAndArgs: Array<string | number>): Result<number, Context>
     profileRetain(countsKey: string, profileKey: string, day: number, expireAt: number): Result<number, Context>
     profileConsentSet(profileKey: string, json: string, at: number): Result<string | null, Context>
+    profileMergeClaimBuffer(profileKey: string, into: string): Result<Buffer[] | null, Context>
+    profileMergeInto(profileKey: string, claim: string, ...pairs: Array<string | Buffer>): Result<number, Context>
+    profileDrop(countsKey: string, profileKey: string): Result<number, Context>
   }
 }
 
@@ -224,12 +268,18 @@ const DAY_MS = 86_400_000
 export class ProfileStore {
   /** Profiles this process touched today (PROFILES_TOUCH is the same all day): key → day. Bounded. */
   private readonly touchedToday = new Map<string, number>()
+  /** Joins and links this process made today: a web user's every event carries both ids. Bounded. */
+  private readonly joinedToday = new Map<string, number>()
+  private readonly linkedToday = new Map<string, number>()
 
   constructor (private readonly redis: Redis, private readonly keys: RedisKeys, readonly retentionMs: number) {
     redis.defineCommand('profilesRead', { lua: PROFILES_READ })
     redis.defineCommand('profilesTouch', { lua: PROFILES_TOUCH })
     redis.defineCommand('profileRetain', { numberOfKeys: 2, lua: PROFILE_RETAIN })
     redis.defineCommand('profileConsentSet', { numberOfKeys: 1, lua: CONSENT_SET })
+    redis.defineCommand('profileMergeClaim', { numberOfKeys: 1, lua: MERGE_CLAIM })
+    redis.defineCommand('profileMergeInto', { numberOfKeys: 1, lua: MERGE_INTO })
+    redis.defineCommand('profileDrop', { numberOfKeys: 2, lua: PROFILE_DROP })
   }
 
   /** When the profiles active on `day` expire: HISTORY_RETENTION after the day's end. */
@@ -301,34 +351,96 @@ export class ProfileStore {
     return Math.max(0, total)
   }
 
-  /** The profile id of each message's user: userId, else the user its anonymousId is linked to. */
-  async identities (sourceId: string, users: Array<{ type?: string, userId?: string, anonymousId?: string }>): Promise<Array<string | undefined>> {
+  /**
+   * The profile id of each message's user: its userId (or the user an alias joined it to), else
+   * the user its anonymousId is linked to, else `anon:<anonymousId>`.
+   */
+  async identities (sourceId: string, users: Array<{ type?: string, userId?: string, anonymousId?: string, previousId?: string }>): Promise<Array<string | undefined>> {
     const pending = users.map((u, i) => [u, i] as const).filter(([u]) => u.userId === undefined && u.anonymousId !== undefined)
     const linked = pending.length === 0
       ? []
       : await this.redis.mget(...pending.map(([u]) => this.keys.anonymousLink(sourceId, u.anonymousId!)))
     const result = users.map((u) => u.userId)
     pending.forEach(([u, i], n) => { result[i] = linked[n] ?? `anon:${u.anonymousId}` })
-    // An identify links its anonymousId for the messages after it in the same job too: the link
-    // it stores is written only after this lookup, and an anonymous track right behind the
-    // identify (one batch from one client) was otherwise counted for `anon:<id>`, not the user.
+    // A message carrying both ids (an identify, a track) or an alias links its anonymous id for
+    // the messages after it in the same job too: the link it stores is written only after this
+    // lookup, and an anonymous track right behind the identify (one batch from one client) was
+    // otherwise counted for `anon:<id>`, not the user.
     const links = new Map<string, string>()
     users.forEach((u, i) => {
       if (u.userId !== undefined) {
-        if (u.type === 'identify' && u.anonymousId !== undefined) links.set(u.anonymousId, u.userId)
+        if (u.anonymousId !== undefined) links.set(u.anonymousId, u.userId)
+        if (u.type === 'alias' && u.previousId !== undefined) links.set(u.previousId, u.userId)
       } else if (u.anonymousId !== undefined && links.has(u.anonymousId)) {
         result[i] = links.get(u.anonymousId)
       }
     })
+    return this.followUserLinks(sourceId, result)
+  }
+
+  /** User ids an alias joined to another resolve to it (a chain of at most three). */
+  private async followUserLinks (sourceId: string, ids: Array<string | undefined>): Promise<Array<string | undefined>> {
+    let result = ids
+    for (let hop = 0; hop < 3; hop++) {
+      const users = [...new Set(result.filter((id): id is string => id !== undefined && !id.startsWith('anon:')))]
+      if (users.length === 0) return result
+      const targets = await this.redis.mget(...users.map((id) => this.keys.userLink(sourceId, id)))
+      const moved = new Map<string, string>()
+      users.forEach((id, i) => { if (targets[i] !== null && targets[i] !== id) moved.set(id, targets[i]!) })
+      if (moved.size === 0) return result
+      result = result.map((id) => id === undefined ? id : moved.get(id) ?? id)
+    }
     return result
   }
 
   /** Queues an identify's profile update on `pipeline`. */
   applyIdentify (pipeline: ChainableCommander, sourceId: string, profileId: string, anonymousId: string | undefined, fields: Record<string, string | Buffer>): void {
     if (Object.keys(fields).length > 0) pipeline.hset(this.keys.profile(sourceId, profileId), fields)
-    if (anonymousId !== undefined && !profileId.startsWith('anon:')) {
-      pipeline.set(this.keys.anonymousLink(sourceId, anonymousId), profileId, 'PX', this.retentionMs)
-    }
+    if (anonymousId !== undefined) this.link(pipeline, sourceId, anonymousId, profileId)
+  }
+
+  /** Queues the link of an anonymous id (or an aliased id) to its user, for HISTORY_RETENTION. */
+  link (pipeline: ChainableCommander, sourceId: string, anonymousId: string, profileId: string, now = Date.now()): void {
+    if (profileId.startsWith('anon:')) return
+    // Renewed once a day per process: the link's life is HISTORY_RETENTION from the last one.
+    const day = Math.floor(now / DAY_MS)
+    const link = `${sourceId}\n${anonymousId}\n${profileId}`
+    if (this.linkedToday.get(link) === day) return
+    if (this.linkedToday.size >= 100_000) this.linkedToday.clear()
+    this.linkedToday.set(link, day)
+    pipeline.set(this.keys.anonymousLink(sourceId, anonymousId), profileId, 'PX', this.retentionMs)
+  }
+
+  /** Queues the link of a former user id to the user an alias joined it to. */
+  linkUser (pipeline: ChainableCommander, sourceId: string, formerUserId: string, profileId: string): void {
+    if (formerUserId === profileId || profileId.startsWith('anon:')) return
+    pipeline.set(this.keys.userLink(sourceId, formerUserId), profileId, 'PX', this.retentionMs)
+  }
+
+  /**
+   * Joins the profile `from` (an anonymous visitor's, or a former user id's) into `into`: its
+   * event history adds up, its hashed keys, traits and consent fill what `into` lacks (`into`'s
+   * own win), and `from` is gone. Answers whether anything was joined. Idempotent and safe when
+   * two joins of one profile race, without a read-modify-write: `from` is first claimed for
+   * `into` in its own slot (a profile claimed for another user is not joined again), then added
+   * into `into` by a script that records the claim there (a replay adds nothing), then removed.
+   * Each step touches one hash slot, as Redis Cluster needs.
+   */
+  async merge (sourceId: string, from: string, into: string, now = Date.now()): Promise<boolean> {
+    if (from === into) return false
+    // Once a day per process: a joined profile is gone, and its id now resolves to `into`.
+    const day = Math.floor(now / DAY_MS)
+    const done = `${sourceId}\n${from}\n${into}`
+    if (this.joinedToday.get(done) === day) return false
+    if (this.joinedToday.size >= 100_000) this.joinedToday.clear()
+    this.joinedToday.set(done, day)
+    const fromKey = this.keys.profile(sourceId, from)
+    const pairs = await this.redis.profileMergeClaimBuffer(fromKey, into)
+    if (pairs === null || pairs.length === 0) return false
+    const claim = `_m:${createHash('sha256').update(from).digest('base64url').slice(0, 12)}`
+    await this.redis.profileMergeInto(this.keys.profile(sourceId, into), claim, ...pairs)
+    await this.redis.profileDrop(this.keys.profileCounts(sourceId), fromKey)
+    return true
   }
 
   async get (sourceId: string, profileId: string): Promise<Profile> {

@@ -28,6 +28,8 @@ export function redisKeys (prefix: string) {
     // A source's profiles counted by the day they expire (and `kept`: audience members).
     profileCounts: (sourceId: string) => `${prefix}:profile-counts:{${sourceId}}`,
     anonymousLink: (sourceId: string, anonymousId: string) => `${prefix}:anon:${sourceId}:{${anonymousId}}`,
+    // A former user id joined to another by an alias (previousId → userId).
+    userLink: (sourceId: string, userId: string) => `${prefix}:user-link:${sourceId}:{${userId}}`,
     eventCodes: (sourceId: string) => `${prefix}:event-codes:${sourceId}`,
     audiences: `${prefix}:audiences`,
     sourceAudiences: (sourceId: string) => `${prefix}:source-audiences:${sourceId}`,
