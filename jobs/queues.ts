@@ -36,7 +36,8 @@ export interface StoredRequest {
   skip?: number[]
   /**
    * The messages whose client-given ids went through the duplicate check, by index: the answer
-   * for `indexes[k]` is character `at + k` of the job's `dedupAnswer` ('1': seen, not processed).
+   * for `indexes[k]` is character `at + k` of the job's `dedupAnswer` ('1': seen, '2': its subject
+   * is suppressed — neither is processed).
    */
   checked?: { at: number, indexes: number[] }
 }
@@ -102,7 +103,11 @@ export function jobMessages (
     const skip = new Set(request.skip)
     if (request.checked !== undefined && typeof dedupAnswer === 'string') {
       const { at, indexes } = request.checked
-      for (let k = 0; k < indexes.length; k++) if (dedupAnswer.charCodeAt(at + k) === SEEN) skip.add(indexes[k])
+      // '1': seen before; '2': its subject is suppressed. Either way, not processed.
+      for (let k = 0; k < indexes.length; k++) {
+        const answer = dedupAnswer.charCodeAt(at + k)
+        if (answer === SEEN || answer === SUPPRESSED) skip.add(indexes[k])
+      }
     }
     items.forEach((item, index) => {
       if (skip.has(index)) return
@@ -123,6 +128,7 @@ export function jobMessages (
 }
 
 const SEEN = 0x31 // '1'
+const SUPPRESSED = 0x32 // '2'
 
 /**
  * An ingest job's options (INGEST_ATTEMPTS, INGEST_BACKOFF_MS). `failedRetentionMs`: how long a

@@ -108,10 +108,11 @@ export interface DeadLetter {
 /**
  * Why a routed message was filtered (the parts of `filtered`): no map sends it (`unmapped`), its
  * `integrations` turned this destination off or it was an audience sync for another one
- * (`integrations`), its user's consent does not allow this destination (`consent`), or the
- * destination was disabled while it waited (`disabled`).
+ * (`integrations`), its user's consent does not allow this destination (`consent`), the
+ * destination was disabled while it waited (`disabled`), or its user's data was deleted before it
+ * was delivered (`deleted`: a regulation).
  */
-export type FilterReason = 'unmapped' | 'integrations' | 'consent' | 'disabled'
+export type FilterReason = 'unmapped' | 'integrations' | 'consent' | 'disabled' | 'deleted'
 
 /** Counter increments of one destination, added up before one round trip. */
 export interface StatsDelta {

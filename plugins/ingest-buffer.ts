@@ -16,7 +16,7 @@ export class UnavailableError extends Error {
   constructor (message: string, readonly retryAfterSeconds = 5) { super(message) }
 }
 
-export interface SubmitResult { accepted: number, duplicate: number }
+export interface SubmitResult { accepted: number, duplicate: number, suppressed: number }
 
 /** One request's part in a flush. */
 export interface Submission {
@@ -34,6 +34,11 @@ export interface Submission {
   ids: string[]
   indexes: number[]
   rejected: number
+  /**
+   * When the source has suppressed subjects: every valid message's index, userId and anonymousId
+   * (undefined when absent), in order. The flush's script looks them up in the suppression set.
+   */
+  subjects?: Array<[number, string | undefined, string | undefined]>
 }
 
 interface Pending extends Submission {
@@ -62,24 +67,73 @@ local blob = ARGV[8]
 local ids = {}
 local n = 0
 local sub = string.sub
-for i = 1, #blob, 16 do
-  n = n + 1
-  ids[n] = sub(blob, i, i + 15)
+local seen = {}
+local suppressed = 0
+-- Where each checked id's answer goes (records with subjects); nil: its own place.
+local places = nil
+local ZERO = string.rep('\\0', 16)
+if ARGV[9] == '1' then
+  -- A source with suppressed subjects: a record a message, its id's fingerprint (16 zero bytes for
+  -- an id the server gave) then its userId's and anonymousId's (zero when absent). A message of a
+  -- suppressed subject is answered '2' (not processed), counted as suppressed, and its id neither
+  -- checked nor remembered.
+  local records = 0
+  local subjects = {}
+  local owner = {}
+  local m = 0
+  for i = 1, #blob, 48 do
+    records = records + 1
+    seen[records] = '0'
+    for f = 16, 32, 16 do
+      local subject = sub(blob, i + f, i + f + 15)
+      if subject ~= ZERO then
+        m = m + 1
+        subjects[m] = subject
+        owner[m] = records
+      end
+    end
+  end
+  for s = 1, m, 2000 do
+    local e = math.min(s + 1999, m)
+    local found = redis.call('SMISMEMBER', KEYS[6], unpack(subjects, s, e))
+    for i = 1, e - s + 1 do
+      if found[i] == 1 and seen[owner[s + i - 1]] == '0' then
+        seen[owner[s + i - 1]] = '2'
+        suppressed = suppressed + 1
+      end
+    end
+  end
+  local r = 0
+  places = {}
+  for i = 1, #blob, 48 do
+    r = r + 1
+    local id = sub(blob, i, i + 15)
+    if seen[r] == '0' and id ~= ZERO then
+      n = n + 1
+      ids[n] = id
+      places[n] = r
+    end
+  end
+else
+  for i = 1, #blob, 16 do
+    n = n + 1
+    ids[n] = sub(blob, i, i + 15)
+  end
 end
 -- Lua's unpack() takes a few thousand values at most.
 local hasPrevious = redis.call('EXISTS', KEYS[2]) == 1
-local seen = {}
 local duplicates = 0
 for s = 1, n, 2000 do
   local e = math.min(s + 1999, n)
   local current = redis.call('SMISMEMBER', KEYS[1], unpack(ids, s, e))
   local previous = hasPrevious and redis.call('SMISMEMBER', KEYS[2], unpack(ids, s, e)) or current
   for i = 1, e - s + 1 do
+    local place = places and places[s + i - 1] or (s + i - 1)
     if current[i] == 1 or previous[i] == 1 then
-      seen[s + i - 1] = '1'
+      seen[place] = '1'
       duplicates = duplicates + 1
     else
-      seen[s + i - 1] = '0'
+      seen[place] = '0'
     end
   end
 end
@@ -97,14 +151,15 @@ end
 for s = 1, n, 2000 do
   redis.call('SADD', KEYS[1], unpack(ids, s, math.min(s + 1999, n)))
 end
-redis.call('PEXPIRE', KEYS[1], window * 2)
+if n > 0 then redis.call('PEXPIRE', KEYS[1], window * 2) end
 local answer = table.concat(seen)
 redis.call('SETRANGE', KEYS[4], tonumber(ARGV[4]), answer)
 redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[5]))
-local accepted = tonumber(ARGV[6]) - duplicates
+local accepted = tonumber(ARGV[6]) - duplicates - suppressed
 if accepted > 0 then redis.call('HINCRBY', KEYS[5], 'accepted', accepted) end
 duplicates = duplicates + tonumber(ARGV[7])
 if duplicates > 0 then redis.call('HINCRBY', KEYS[5], 'duplicate', duplicates) end
+if suppressed > 0 then redis.call('HINCRBY', KEYS[5], 'suppressed', suppressed) end
 return answer`
 
 // A flush, in one round trip that Redis applies alone: this script — BullMQ's add with the
@@ -116,12 +171,12 @@ return answer`
 // more commands cost the API's client more than Redis saves. Should the add fail, the script
 // removes the bodies and nothing else is written; the client is answered 503 (it retries). Both
 // scripts run as functions, their KEYS and ARGV given as arguments.
-//   KEYS: the bodies hash, the duplicate answer, BullMQ's keys, then 4 a source: the current and
-//         previous windows, the window's start, the source's counts.
+//   KEYS: the bodies hash, the duplicate answer, BullMQ's keys, then 5 a source: the current and
+//         previous windows, the window's start, the source's counts, its suppression set.
 //   ARGV: now, window ms, max ids, TTL ms, '1' when there is a job, BullMQ's 3 arguments, the
-//         number of sources, the number of bodies passed (0: stored by HSET before); 5 a source:
-//         its answers' offset, its valid messages less repeats, repeats, rejected, fingerprints;
-//         then field-value pairs of the bodies passed.
+//         number of sources, the number of bodies passed (0: stored by HSET before); 6 a source:
+//         its answers' offset, its valid messages less repeats, repeats, rejected, fingerprints,
+//         '1' when they are records with subjects; then field-value pairs of the bodies passed.
 const FLUSH = `
 local function addStandardJob(KEYS, ARGV)
 ${addStandardJob.content}
@@ -140,7 +195,7 @@ if ARGV[5] == '1' then
     local why = type(jobId) == 'table' and jobId.err or tostring(jobId)
     return redis.error_reply('ERR the ingest job was not added (' .. why .. ')')
   end
-  local first = 11 + sources * 5
+  local first = 11 + sources * 6
   local last = first + bodies * 2 - 1
   for s = first, last, 2000 do
     redis.call('HSET', KEYS[1], unpack(ARGV, s, math.min(s + 1999, last)))
@@ -149,12 +204,12 @@ if ARGV[5] == '1' then
 end
 local answers = {}
 for i = 1, sources do
-  local k = ${3 + addStandardJob.keys} + (i - 1) * 4
-  local a = 11 + (i - 1) * 5
+  local k = ${3 + addStandardJob.keys} + (i - 1) * 5
+  local a = 11 + (i - 1) * 6
   local fingerprints = ARGV[a + 4]
   if #fingerprints > 0 then
-    answers[i] = dedup({ KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[2], KEYS[k + 3] },
-      { ARGV[1], ARGV[2], ARGV[3], ARGV[a], ARGV[4], ARGV[a + 1], ARGV[a + 2], fingerprints })
+    answers[i] = dedup({ KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[2], KEYS[k + 3], KEYS[k + 4] },
+      { ARGV[1], ARGV[2], ARGV[3], ARGV[a], ARGV[4], ARGV[a + 1], ARGV[a + 2], fingerprints, ARGV[a + 5] })
   else
     answers[i] = ''
     if tonumber(ARGV[a + 1]) > 0 then redis.call('HINCRBY', KEYS[k + 3], 'accepted', ARGV[a + 1]) end
@@ -289,24 +344,45 @@ export class IngestBuffer {
     const bySource = new Map<string, FlushSource>()
     const repeats = new Map<Pending, number[]>()
     const checked: Array<{ source: FlushSource, start: number, indexes: number[] } | undefined> = []
+    // Sources with suppressed subjects (their requests carry every message's ids): each message
+    // is a record of the duplicate check, which also looks its subjects up (DEDUP).
+    const suppressing = new Set<string>()
+    for (const p of group) if (p.subjects !== undefined) suppressing.add(p.request.sourceId)
     for (const p of group) {
       let source = bySource.get(p.request.sourceId)
-      if (source === undefined) bySource.set(p.request.sourceId, (source = { fingerprints: [], seen: new Set(), valid: 0, repeats: 0, rejected: 0, at: 0, answer: '' }))
+      if (source === undefined) bySource.set(p.request.sourceId, (source = { fingerprints: [], seen: new Set(), valid: 0, repeats: 0, rejected: 0, at: 0, answer: '', subjects: suppressing.has(p.request.sourceId) }))
       source.valid += p.valid
       source.rejected += p.rejected
       const start = source.fingerprints.length
       const indexes: number[] = []
-      for (let i = 0; i < p.ids.length; i++) {
-        if (source.seen.has(p.ids[i])) {
-          let list = repeats.get(p)
-          if (list === undefined) repeats.set(p, (list = []))
-          list.push(p.indexes[i])
-          source.repeats++
-          continue
+      /** Whether a client-given id repeats one earlier in this flush: a duplicate, not checked. */
+      const repeated = (id: string, index: number): boolean => {
+        if (!source.seen.has(id)) {
+          source.seen.add(id)
+          return false
         }
-        source.seen.add(p.ids[i])
-        source.fingerprints.push(hash('md5', p.ids[i], 'binary'))
-        indexes.push(p.indexes[i])
+        let list = repeats.get(p)
+        if (list === undefined) repeats.set(p, (list = []))
+        list.push(index)
+        source.repeats++
+        return true
+      }
+      if (p.subjects !== undefined) {
+        const idAt = new Map<number, string>()
+        for (let i = 0; i < p.ids.length; i++) idAt.set(p.indexes[i], p.ids[i])
+        for (const [index, userId, anonymousId] of p.subjects) {
+          const id = idAt.get(index)
+          if (id !== undefined && repeated(id, index)) continue
+          source.fingerprints.push((id === undefined ? ZERO_FINGERPRINT : hash('md5', id, 'binary')) + subjectFingerprint('u', userId) + subjectFingerprint('a', anonymousId))
+          indexes.push(index)
+        }
+      } else {
+        for (let i = 0; i < p.ids.length; i++) {
+          if (repeated(p.ids[i], p.indexes[i])) continue
+          const fingerprint = hash('md5', p.ids[i], 'binary')
+          source.fingerprints.push(source.subjects ? fingerprint + ZERO_FINGERPRINT + ZERO_FINGERPRINT : fingerprint)
+          indexes.push(p.indexes[i])
+        }
       }
       checked.push(indexes.length > 0 ? { source, start, indexes } : undefined)
     }
@@ -350,8 +426,8 @@ export class IngestBuffer {
       ...add.args, bySource.size, inline ? bodies.length / 2 : 0]
     for (const [sourceId, source] of bySource) {
       const dedup = this.keys.dedup(sourceId)
-      keys.push(dedup.current, dedup.previous, dedup.startedAt, this.keys.sourceStats(sourceId))
-      args.push(source.at, source.valid - source.repeats, source.repeats, source.rejected, Buffer.from(source.fingerprints.join(''), 'latin1'))
+      keys.push(dedup.current, dedup.previous, dedup.startedAt, this.keys.sourceStats(sourceId), this.keys.suppressed(sourceId))
+      args.push(source.at, source.valid - source.repeats, source.repeats, source.rejected, Buffer.from(source.fingerprints.join(''), 'latin1'), source.subjects ? '1' : '0')
     }
     const answers = inline
       ? await this.redis.ingestFlush(keys.length, ...keys, ...args, ...bodies)
@@ -361,11 +437,16 @@ export class IngestBuffer {
 
     return group.map((p, g) => {
       let duplicate = repeats.get(p)?.length ?? 0
+      let suppressed = 0
       const c = checked[g]
       if (c !== undefined) {
-        for (let k = 0; k < c.indexes.length; k++) if (c.source.answer.charCodeAt(c.start + k) === ONE) duplicate++
+        for (let k = 0; k < c.indexes.length; k++) {
+          const answer = c.source.answer.charCodeAt(c.start + k)
+          if (answer === ONE) duplicate++
+          else if (answer === TWO) suppressed++
+        }
       }
-      return { accepted: p.valid - duplicate, duplicate }
+      return { accepted: p.valid - duplicate - suppressed, duplicate, suppressed }
     })
   }
 
@@ -418,9 +499,21 @@ interface FlushSource {
   at: number
   /** Its duplicate check's answer. */
   answer: string
+  /** It has suppressed subjects: its fingerprints are records of three (DEDUP). */
+  subjects: boolean
 }
 
 const ONE = 0x31
+const TWO = 0x32
+const ZERO_FINGERPRINT = '\0'.repeat(16)
+
+/**
+ * A subject's fingerprint as the suppression set keeps it (`u`: a userId, `a`: an anonymousId), as a
+ * 'binary' string; 16 zero bytes for none. A digest, so no raw id is kept.
+ */
+export function subjectFingerprint (kind: 'u' | 'a', id: string | undefined): string {
+  return id === undefined ? ZERO_FINGERPRINT : hash('md5', `${kind}\n${id}`, 'binary')
+}
 
 declare module 'fastify' {
   interface FastifyInstance {

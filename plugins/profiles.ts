@@ -337,6 +337,11 @@ export class ProfileStore {
     return changed
   }
 
+  /** Removes a profile (keys, traits, history, consent) and its count; 1 when there was one. */
+  async drop (sourceId: string, profileId: string): Promise<number> {
+    return this.redis.profileDrop(this.keys.profileCounts(sourceId), this.keys.profile(sourceId, profileId))
+  }
+
   /** How many profiles the source keeps: those of days not yet expired, and audience members. */
   async count (sourceId: string, now = Date.now()): Promise<number> {
     const key = this.keys.profileCounts(sourceId)

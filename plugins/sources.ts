@@ -28,10 +28,12 @@ export interface SourceStats {
   rejected: number
   /** A part of `accepted`: messages the worker set aside because no code could process them. */
   unprocessable: number
+  /** Messages of suppressed subjects, answered 200 and dropped (regulations). */
+  suppressed: number
 }
 
 // `received` is not stored: it is the sum, so the identity always holds.
-const STAT_FIELDS = ['accepted', 'duplicate', 'rejected'] as const
+const STAT_FIELDS = ['accepted', 'duplicate', 'rejected', 'suppressed'] as const
 
 // One-shot: on every ingestion request, a Hash object cost three times as much.
 function sha256 (value: string): string {
@@ -120,9 +122,9 @@ export class SourceStore {
 
   async stats (id: string): Promise<SourceStats> {
     const values = await this.redis.hmget(this.keys.sourceStats(id), ...STAT_FIELDS, 'unprocessable')
-    const stats = { received: 0, accepted: 0, duplicate: 0, rejected: 0, unprocessable: Number(values[STAT_FIELDS.length] ?? 0) }
+    const stats = { received: 0, accepted: 0, duplicate: 0, rejected: 0, suppressed: 0, unprocessable: Number(values[STAT_FIELDS.length] ?? 0) }
     STAT_FIELDS.forEach((field, i) => { stats[field] = Number(values[i] ?? 0) })
-    stats.received = stats.accepted + stats.duplicate + stats.rejected
+    stats.received = stats.accepted + stats.duplicate + stats.rejected + stats.suppressed
     return stats
   }
 

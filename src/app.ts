@@ -15,6 +15,7 @@ import profilesPlugin from '../plugins/profiles.js'
 import queuesPlugin from '../plugins/queues.js'
 import rateLimitPlugin from '../plugins/rate-limit.js'
 import redisPlugin from '../plugins/redis.js'
+import regulationsPlugin from '../plugins/regulations.js'
 import sourcesPlugin from '../plugins/sources.js'
 import swaggerPlugin from '../plugins/swagger.js'
 import workersPlugin from '../plugins/workers.js'
@@ -24,6 +25,7 @@ import { LOG_SERIALIZERS, requestId, serverTimeouts } from './http-options.js'
 import audienceRoutes, { AudienceConditionSchema, AudienceSchema } from './routes/audiences.js'
 import destinationRoutes, { DestinationSchema } from './routes/destinations.js'
 import healthRoutes from './routes/health.js'
+import regulationRoutes from './routes/regulations.js'
 import ingestFailureRoutes from './routes/ingest-failures.js'
 import ingestRoutes from './routes/ingest.js'
 import oauthRoutes from './routes/oauth.js'
@@ -99,6 +101,7 @@ export async function buildApp ({ config, logger, now = Date.now }: BuildOptions
   // Stage order: the audience engine (profiles, history) runs before routing to destinations.
   await app.register(audienceEnginePlugin)
   await app.register(deliveryPlugin)
+  await app.register(regulationsPlugin)
 
   if (config.ROLE !== 'worker') {
     await app.register(ingestBufferPlugin)
@@ -107,6 +110,7 @@ export async function buildApp ({ config, logger, now = Date.now }: BuildOptions
     await app.register(ingestRoutes)
     await app.register(sourceRoutes)
     await app.register(ingestFailureRoutes)
+    await app.register(regulationRoutes)
     await app.register(destinationRoutes)
     await app.register(audienceRoutes)
     await app.register(oauthRoutes)

@@ -43,6 +43,11 @@ export function redisKeys (prefix: string) {
     ingestBodies: (jobTag: string) => `${prefix}:ingest-body:{${jobTag}}`,
     // The duplicate check's answer for the job's client-given ids ('0' new, '1' seen).
     ingestDedupAnswer: (jobTag: string) => `${prefix}:ingest-body:{${jobTag}}:dedup`,
+    // A source's suppressed subjects (regulations): fingerprints of user and anonymous ids, in the
+    // source's slot, where the flush's duplicate check reads them.
+    suppressed: (sourceId: string) => `${prefix}:suppressed:{${sourceId}}`,
+    regulations: `${prefix}:regulations`,
+    sourceRegulations: (sourceId: string) => `${prefix}:source-regulations:${sourceId}`,
     dedup: (sourceId: string) => ({
       current: `${prefix}:dedup:{${sourceId}}:cur`,
       previous: `${prefix}:dedup:{${sourceId}}:prev`,

@@ -6,7 +6,7 @@ import { Type } from 'typebox'
 import { UnavailableError, type Submission } from '../../plugins/ingest-buffer.js'
 import { batchItemSpans, minimumJsonBytes } from '../segment/batch-text.js'
 import { lazyRequestLogger } from '../request-logger.js'
-import { checkMessage, isPlainObject, PATH_TYPES, shapeError } from '../segment/message.js'
+import { checkMessage, idString, isPlainObject, PATH_TYPES, shapeError } from '../segment/message.js'
 import type { MessageType } from '../segment/types.js'
 import { writeKeyFromBody, writeKeyFromHeader, writeKeysInText } from '../segment/write-key.js'
 import { IngestError, IngestSuccess, ref } from './schemas.js'
@@ -219,6 +219,17 @@ const ingest: FastifyPluginAsync = async (app) => {
     return sourceId
   }
 
+  /**
+   * Whether the source has suppressed subjects (regulations): then a request's messages carry
+   * their ids to the flush, whose duplicate check drops the suppressed ones. Cached: a lookup
+   * without a promise on nearly every request.
+   */
+  function suppressing (sourceId: string): boolean | Promise<boolean> {
+    const active = app.suppressionActive(sourceId)
+    if (typeof active === 'boolean') return active
+    return active.catch((err) => { throw Object.assign(new UnavailableError('storage (Redis) is unreachable; retry later'), { cause: err }) })
+  }
+
   /** Throws 429 over the source's rate; a promise only when the process must ask Redis for tokens. */
   function limit (sourceId: string, count: number): void | Promise<void> {
     const wait = app.rateLimiter.take(sourceId, count)
@@ -269,7 +280,10 @@ const ingest: FastifyPluginAsync = async (app) => {
       throw new IngestHttpError(413, tooLargeError(bytes.length))
     }
     const ids = checked.messageId === undefined ? [] : [checked.messageId]
-    await app.ingestBuffer.submit({ request: stored, body: bytes, valid: 1, ids, indexes: ids.map(() => 0), rejected: 0 })
+    const submission: Submission = { request: stored, body: bytes, valid: 1, ids, indexes: ids.map(() => 0), rejected: 0 }
+    const active = suppressing(sourceId)
+    if (typeof active === 'boolean' ? active : await active) submission.subjects = [[0, idString(body.userId), idString(body.anonymousId)]]
+    await app.ingestBuffer.submit(submission)
     return reply.send({ success: true })
   }
 
@@ -293,7 +307,8 @@ const ingest: FastifyPluginAsync = async (app) => {
     if (envelopeShape !== undefined) throw new IngestHttpError(400, `the batch's context and integrations: ${envelopeShape.replace(/^message /, '')}`)
     // Outside its messages (whose own are rejected one by one), a batch with one is refused whole.
     if (request.suspectKeys === true && prototypeKeyIn({ ...body, batch: null })) throw new IngestHttpError(400, `the batch, outside its messages, has a ${PROTOTYPE_KEY_ERROR}`)
-    const { submission, rejected } = checkBatch(sourceId, request.bodyText!, request.bodyBytes!, items, request.suspectKeys === true)
+    const active = suppressing(sourceId)
+    const { submission, rejected } = checkBatch(sourceId, request.bodyText!, request.bodyBytes!, items, request.suspectKeys === true, typeof active === 'boolean' ? active : await active)
     // Only the bytes are stored: the parsed messages and the text can go before the wait for
     // Redis (kept, they would survive young-generation collections by the thousand under load).
     request.body = undefined
@@ -303,11 +318,12 @@ const ingest: FastifyPluginAsync = async (app) => {
   }
 
   /** Checks every message of a batch: what to store, and what is rejected, with why. */
-  function checkBatch (sourceId: string, text: string, bytes: Buffer, items: unknown[], suspectKeys: boolean) {
+  function checkBatch (sourceId: string, text: string, bytes: Buffer, items: unknown[], suspectKeys: boolean, withSubjects: boolean) {
     const sizes = messageSizes(text, bytes.length, items)
     const rejected: Array<{ index: number, messageId?: string, error: string }> = []
     const ids: string[] = []
     const indexes: number[] = []
+    const subjects: Submission['subjects'] = withSubjects ? [] : undefined
     items.forEach((item, index) => {
       const checked = checkMessage(item)
       if (checked.ok && suspectKeys && prototypeKeyIn(item)) {
@@ -316,15 +332,19 @@ const ingest: FastifyPluginAsync = async (app) => {
         rejected.push({ index, messageId: checked.messageId, error: checked.error })
       } else if (sizes !== undefined && sizes(index) > config.MAX_MESSAGE_BYTES) {
         rejected.push({ index, messageId: checked.messageId, error: tooLargeError(sizes(index)) })
-      } else if (checked.messageId !== undefined) {
-        ids.push(checked.messageId)
-        indexes.push(index)
+      } else {
+        if (checked.messageId !== undefined) {
+          ids.push(checked.messageId)
+          indexes.push(index)
+        }
+        if (subjects !== undefined) subjects.push([index, idString((item as Record<string, unknown>).userId), idString((item as Record<string, unknown>).anonymousId)])
       }
     })
     const valid = items.length - rejected.length
     const stored = storedRequest(sourceId, ids.length === valid)
     if (rejected.length > 0) stored.skip = rejected.map((r) => r.index)
     const submission: Submission = { request: stored, body: bytes, valid, ids, indexes, rejected: rejected.length }
+    if (subjects !== undefined) submission.subjects = subjects
     return { submission, rejected }
   }
 

@@ -11,10 +11,11 @@ const CreatedSource = Type.Object({
   writeKey: Type.String({ description: 'Shown in full only here and on rotation' })
 })
 const SourceStats = Type.Object({
-  received: Type.Integer({ description: 'accepted + duplicate + rejected' }),
+  received: Type.Integer({ description: 'accepted + duplicate + rejected + suppressed' }),
   accepted: Type.Integer({ description: 'Stored for processing' }),
   duplicate: Type.Integer({ description: 'Answered 200 but not stored again (messageId seen within the dedup window)' }),
   rejected: Type.Integer({ description: 'Invalid, reported to the client' }),
+  suppressed: Type.Integer({ description: 'Messages of suppressed subjects (regulations): answered 200, never stored for processing nor sent' }),
   unprocessable: Type.Integer({ description: 'A part of accepted: messages the worker could not process (set aside alone, the rest of their job went on; see the log by messageId)' }),
   profiles: Type.Integer({ description: 'User profiles kept: those active within HISTORY_RETENTION, and audience members (an inactive non-member\'s profile expires)' })
 })

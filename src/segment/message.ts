@@ -269,7 +269,7 @@ function deepest (value: object, level: number, keys: { count: number }): number
 }
 
 /** Segment ids are strings; some clients send numbers. Blank means absent. */
-function idString (value: unknown): string | undefined {
+export function idString (value: unknown): string | undefined {
   if (typeof value === 'number' && Number.isFinite(value)) return String(value)
   if (typeof value === 'string' && value.trim() !== '') return value
   return undefined
