@@ -128,6 +128,8 @@ export interface StatsDelta {
 // Dead letters kept per destination (newest first); older ones are trimmed, still counted.
 export const MAX_DEAD_LETTERS = 100_000
 
+export type DestinationChanges = Partial<Pick<StoredDestination, 'name' | 'enabled' | 'settings' | 'authStatus' | 'authMessage'>>
+
 /** A stored token that this process cannot decrypt: a replica with another SECRET_KEY stored it. */
 export class UnreadableTokenError extends Error {}
 
@@ -179,12 +181,16 @@ export class DestinationStore {
    * marking the token refused may update the same destination at once, and neither change may
    * be lost — the one that finds the destination changed since it read it reads it again.
    */
-  async update (id: string, changes: Partial<Pick<StoredDestination, 'name' | 'enabled' | 'settings' | 'authStatus' | 'authMessage'>>): Promise<StoredDestination | undefined> {
+  async update (id: string, changes: DestinationChanges | ((current: StoredDestination) => DestinationChanges | null)): Promise<StoredDestination | undefined> {
     for (;;) {
       const json = await this.redis.hget(this.keys.destinations, id)
       if (json === null) return undefined
       const current = JSON.parse(json) as StoredDestination
-      const updated: StoredDestination = { ...current, ...changes, updatedAt: new Date().toISOString() }
+      // Changes worked out from `current` (a merge of settings) are worked out again from the one
+      // read at each try: two merges racing both land, neither is lost. null: nothing to write.
+      const change = typeof changes === 'function' ? changes(current) : changes
+      if (change === null) return current
+      const updated: StoredDestination = { ...current, ...change, updatedAt: new Date().toISOString() }
       if (updated.authStatus === 'ok') delete updated.authMessage
       const set = await this.redis.eval(COMPARE_AND_SET, 1, this.keys.destinations, id, json, JSON.stringify(updated)) as number
       if (set === 0) continue

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { DESTINATION_STATUSES, type StoredDestination } from '../../plugins/destinations.js'
+import { DESTINATION_STATUSES, type DestinationChanges, type StoredDestination } from '../../plugins/destinations.js'
 import { MAX_EVENTS } from '../../jobs/route.js'
 import { DESTINATION_TYPE, FacebookSettingsSchema, parseFacebookSettings, type FacebookSettings } from '../facebook/settings.js'
 import { ADMIN_ERRORS, AdminError, ref } from './schemas.js'
@@ -151,29 +151,41 @@ const destinations: FastifyPluginAsyncTypebox = async (app) => {
       if (unknown !== undefined) return reply.code(400).send(badRequest(unknown))
     }
   }, async (request, reply) => {
-    const current = await load(request.params.destinationId)
-    if (current === undefined) return reply.code(404).send(notFound(request.params.destinationId))
-    const changes: Parameters<typeof store.update>[1] = {}
-    if (request.body.name !== undefined) changes.name = request.body.name
-    if (request.body.enabled !== undefined) changes.enabled = request.body.enabled
-    if (request.body.settings !== undefined) {
-      // A merge patch (RFC 7396): null removes the key, so testEventCode can be turned off again
-      // (and any other setting goes back to its default).
-      const merged: Record<string, unknown> = { ...current.settings }
-      for (const [key, value] of Object.entries(request.body.settings)) {
-        if (value === null) delete merged[key]
-        else merged[key] = value
+    const { name, enabled, settings } = request.body
+    // A merge patch (RFC 7396): null removes the key, so testEventCode can be turned off again
+    // (and any other setting goes back to its default). Merged into the destination as stored at
+    // the moment it is written (DestinationStore.update retries with the newer one): two PATCHes
+    // of different settings racing each other both land.
+    let before: StoredDestination | undefined
+    let problem: string | undefined
+    const updated = await store.update(request.params.destinationId, (current) => {
+      before = current
+      problem = undefined
+      const changes: DestinationChanges = {}
+      if (name !== undefined) changes.name = name
+      if (enabled !== undefined) changes.enabled = enabled
+      if (settings !== undefined) {
+        const merged: Record<string, unknown> = { ...current.settings }
+        for (const [key, value] of Object.entries(settings)) {
+          if (value === null) delete merged[key]
+          else merged[key] = value
+        }
+        const parsed = parseFacebookSettings(merged)
+        if ('error' in parsed) {
+          problem = parsed.error
+          return null
+        }
+        changes.settings = parsed.settings
       }
-      const parsed = parseFacebookSettings(merged)
-      if ('error' in parsed) return reply.code(400).send(badRequest(parsed.error))
-      changes.settings = parsed.settings
-    }
-    const updated = await store.update(current.id, changes)
+      return changes
+    })
+    if (updated === undefined) return reply.code(404).send(notFound(request.params.destinationId))
+    if (problem !== undefined) return reply.code(400).send(badRequest(problem))
     // A new Graph version (or format) may be one Meta answers: what waited for it goes now.
-    if (changes.settings !== undefined && (changes.settings.apiVersion !== current.settings.apiVersion || changes.settings.apiFormat !== current.settings.apiFormat)) {
-      await app.releaseHeldConversions(current.id)
+    if (before !== undefined && (updated.settings.apiVersion !== before.settings.apiVersion || updated.settings.apiFormat !== before.settings.apiFormat)) {
+      await app.releaseHeldConversions(updated.id)
     }
-    return store.toPublic(updated!)
+    return store.toPublic(updated)
   })
 
   app.delete('/v1/destinations/:destinationId', {

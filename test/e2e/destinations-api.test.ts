@@ -421,3 +421,21 @@ t.test('tokens never reach the log', async (t) => {
     t.notOk(log.includes(secret), `${secret.slice(0, 6)}… not in the log`)
   }
 })
+
+t.test('PATCHes of different settings racing each other all land (the merge is atomic)', async (t) => {
+  const ctx = await buildTestApp(t, { redis: freshPrefix(redis) })
+  const source = await ctx.createSource()
+  const created = await ctx.admin('POST', `/v1/sources/${source.id}/destinations`, { type: 'facebook-offline-conversions', settings: {} })
+  const id = created.json.id
+  const patches: Array<Record<string, unknown>> = [
+    { testEventCode: 'TEST1' }, { uploadTag: 'store-7' }, { valueFieldIdentifier: 'price' }, { limitedDataUse: true },
+    { sendAudienceProperties: false }, { apiVersion: 'v25.0' }, { consentCategories: ['Advertising'] }, { requireConsent: true },
+    { conversionEvents: { 'Order Completed': '1' } }, { leadEvents: { Lead: '2' } }
+  ]
+  const answers = await Promise.all(patches.map((settings) => ctx.admin('PATCH', `/v1/destinations/${id}`, { settings })))
+  t.same(answers.map((a) => a.statusCode), patches.map(() => 200))
+  const { json } = await ctx.admin('GET', `/v1/destinations/${id}`)
+  for (const patch of patches) t.match(json.settings, patch, `kept: ${Object.keys(patch)[0]}`)
+  t.equal((await ctx.admin('PATCH', `/v1/destinations/${id}`, { settings: { apiVersion: 'nope' } })).statusCode, 400, 'a bad patch is refused')
+  t.equal((await ctx.admin('GET', `/v1/destinations/${id}`)).json.updatedAt, json.updatedAt, 'and writes nothing')
+})
