@@ -65,10 +65,10 @@ async function postConversions (deps: DeliverNowDependencies, destination: Store
 /** What a first attempt needs: the deliver worker's dependencies but its queue and hold settings. */
 export type DeliverNowDependencies = Pick<DeliverDependencies, 'destinations' | 'graphUrl' | 'appSecret' | 'timeoutMs' | 'now' | 'log'>
 
-/** Counts a delivered request, as the first attempt and the deliver worker both do. */
-async function countDelivered (deps: DeliverNowDependencies, destinationId: string, delivered: number): Promise<void> {
+/** Counts a delivered request (once for `once`: a job run again after a crash counts it once). */
+async function countDelivered (deps: DeliverNowDependencies, destinationId: string, delivered: number, once: string): Promise<void> {
   const at = new Date((deps.now ?? Date.now)()).toISOString()
-  await deps.destinations.count(new Map([[destinationId, { delivered }]]), { destinationId, lastSuccessAt: at })
+  await deps.destinations.count(new Map([[destinationId, { delivered }]]), { destinationId, lastSuccessAt: at }, once)
 }
 
 /** Pauses a rate-limited destination (only it) until Meta lets it send again; answers until when. */
@@ -109,15 +109,18 @@ export async function deliverNow (deps: DeliverNowDependencies, destinationId: s
   const apiFormat = data.apiFormat ?? destination.settings.apiFormat
   if (expiredGraphVersion(destination.settings, now(), apiFormat) !== undefined) return undefined
   const outcome = await postConversions(deps, destination, graphVersion({ ...destination.settings, apiFormat }), data.datasetId, token, data.conversions)
-  if (outcome.kind === 'delivered') {
-    await countDelivered(deps, destinationId, data.conversions.length)
-    return 'delivered'
-  }
+  // Delivered: the routing stage counts it, with the rest of what it routed (once a job).
+  if (outcome.kind === 'delivered') return 'delivered'
   if (outcome.kind === 'rate_limited') {
     await pauseForRateLimit(deps, destinationId, outcome)
     return undefined
   }
   return { outcome, token: tokenTag(token) }
+}
+
+/** A digest of conversions' event ids: which part of a job a count is. */
+function eventsDigest (conversions: QueuedConversion[]): string {
+  return hash('sha256', conversions.map((c) => c.eventId).join('\n'), 'base64url').slice(0, 16)
 }
 
 function deadLetters (datasetId: string, apiFormat: FacebookSettings['apiFormat'], conversions: QueuedConversion[], error: GraphError): DeadLetter[] {
@@ -157,6 +160,10 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
     // A deleted destination takes its counters with it: nothing is left to count against.
     if (destination === undefined) return { dropped: 'destination deleted' }
     const store = deps.destinations
+    // The job's outcome (delivered, dead-lettered, filtered) is counted once, under its id: run
+    // again after a crash between the count and the job's end, it has nothing left to do.
+    const settled = `deliver:${job.id}`
+    if (await store.counted(destinationId, settled)) return { dropped: 'settled before a crash' }
     // A job that was held leaves `held` before its conversions are counted anywhere else, so
     // held stays a part of retrying. (A release may have taken it out already: then a no-op.)
     let held = job.data.heldSince !== undefined
@@ -169,7 +176,7 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
     // not sent, and count as filtered — as what is routed while it is disabled would.
     if (!destination.enabled) {
       await unhold()
-      await store.count(new Map([[destinationId, { filtered: { disabled: job.data.conversions.length } }]]))
+      await store.count(new Map([[destinationId, { filtered: { disabled: job.data.conversions.length } }]]), undefined, settled)
       return { filtered: job.data.conversions.length }
     }
     const at = now()
@@ -187,7 +194,8 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
     if (expired.size > 0) {
       // (held again below with what is left, if it still waits)
       await unhold()
-      await store.count(new Map([[destinationId, { invalid: Object.fromEntries(expired) }]]))
+      // Once for these events: a run again after a crash finds the same ones expired.
+      await store.count(new Map([[destinationId, { invalid: Object.fromEntries(expired) }]]), undefined, `deliver:${job.id}:expired:${eventsDigest(job.data.conversions.filter((c) => checkEventTime(c.eventTime, at) !== undefined))}`)
       if (conversions.length === 0) return { delivered: 0, expired: job.data.conversions.length }
       await job.updateData({ ...job.data, conversions, firstAttempt: undefined })
     }
@@ -208,7 +216,7 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
         await unhold()
         // Say how long they really waited: HOLD_MAX is configurable (7 days by default).
         const error: GraphError = { message: `held for ${Duration.fromMillis(deps.holdMaxMs).rescale().toHuman()} (HOLD_MAX): ${reason}` }
-        await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, error), error)
+        await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, error), error, settled)
         return { deadLettered: conversions.length }
       }
       if (job.data.heldSince === undefined) await job.updateData({ ...job.data, heldSince })
@@ -261,7 +269,7 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
     }
     switch (outcome.kind) {
       case 'delivered':
-        await countDelivered(deps, destinationId, conversions.length)
+        await countDelivered(deps, destinationId, conversions.length, settled)
         return { delivered: conversions.length, ...(expired.size > 0 ? { expired: job.data.conversions.length - conversions.length } : {}) }
       case 'rate_limited': {
         const until = await pauseForRateLimit(deps, destinationId, outcome)
@@ -283,24 +291,26 @@ export function createDeliverProcessor (deps: DeliverDependencies) {
       case 'invalid_event': {
         // Meta: one invalid event fails the whole request — split until the bad ones stand alone.
         if (conversions.length === 1) {
-          await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, outcome.error), outcome.error)
+          await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, outcome.error), outcome.error, settled)
           return { deadLettered: 1 }
         }
         const half = Math.ceil(conversions.length / 2)
-        await deps.deliverQueue.addBulk([conversions.slice(0, half), conversions.slice(half)].map((part) => ({
+        // Ids of their own, from this job's: run again after a crash, the split adds no second pair.
+        await deps.deliverQueue.addBulk([conversions.slice(0, half), conversions.slice(half)].map((part, i) => ({
           name: 'conversions',
-          data: { destinationId, datasetId, apiFormat, conversions: part }
+          data: { destinationId, datasetId, apiFormat, conversions: part },
+          opts: { jobId: `${job.id}-${i === 0 ? 'a' : 'b'}` }
         })))
         return { split: 2 }
       }
       case 'permanent':
-        await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, outcome.error), outcome.error)
+        await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, outcome.error), outcome.error, settled)
         return { deadLettered: conversions.length }
       case 'transient': {
         const attempts = job.opts.attempts ?? 1
         if (job.attemptsMade + 1 >= attempts) {
           // Out of attempts (hours of backoff): dead-letter, from where they can be replayed.
-          await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, outcome.error), outcome.error)
+          await store.addDeadLetters(destinationId, deadLetters(datasetId, apiFormat, conversions, outcome.error), outcome.error, settled)
           return { deadLettered: conversions.length }
         }
         await store.count(new Map(), { destinationId, lastError: { ...outcome.error, at: new Date(now()).toISOString() } })

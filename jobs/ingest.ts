@@ -14,7 +14,7 @@ export type IngestStage = (sourceId: string, messages: SegmentMessage[], context
 
 export interface IngestProcessorOptions {
   /** Adds the job's unprocessable messages to their sources' counts. */
-  countUnprocessable?: (bySource: Map<string, number>) => Promise<void>
+  countUnprocessable?: (bySource: Map<string, number>, once: string) => Promise<void>
   log?: { error: (obj: object, msg: string) => void }
 }
 
@@ -36,7 +36,7 @@ export function createIngestProcessor (stages: IngestStage[], redis: Redis, opti
       list.push(message)
     }
     for (const [sourceId, messages] of bySource) {
-      const context = isolation.context(sourceId)
+      const context = isolation.context(sourceId, job.id ?? '')
       for (const stage of stages) {
         await runIsolated(
           (part) => stage(sourceId, isolation.remaining(part), context),
@@ -47,7 +47,7 @@ export function createIngestProcessor (stages: IngestStage[], redis: Redis, opti
     for (const record of isolation.records) {
       options.log?.error({ jobId: job.id, sourceId: record.sourceId, messageId: record.messageId, step: record.step, destinationId: record.destinationId, error: errorWithoutContent(record.error) }, 'a message could not be processed; it was set aside and the job went on')
     }
-    if (isolation.records.length > 0) await options.countUnprocessable?.(isolation.unprocessable)
+    if (isolation.records.length > 0) await options.countUnprocessable?.(isolation.unprocessable, `ingest:${job.id}`)
     // Processed: the bodies go (a failed job keeps them for its retries).
     if (bodyKeys.length > 0) await redis.del(...bodyKeys)
     return { messages: messages.length, unprocessable: isolation.records.length }

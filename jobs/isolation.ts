@@ -30,6 +30,8 @@ export interface StageContext {
   isSetAside: (message: SegmentMessage) => boolean
   /** What a stage tells the later stages of the same job (and source), in memory. */
   carry: Map<string, unknown>
+  /** The ingest job's id: what its counts are kept once under. */
+  jobId: string
 }
 
 export interface SetAsideRecord {
@@ -51,9 +53,10 @@ export class JobIsolation {
   readonly records: SetAsideRecord[] = []
 
   /** The context of one source's stages. */
-  context (sourceId: string): StageContext {
+  context (sourceId: string, jobId = ''): StageContext {
     return {
       carry: new Map(),
+      jobId,
       guard: (step, message, fn, destinationId) => {
         try {
           faultInjection.at?.(step, message)

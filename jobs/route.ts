@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import type { Queue } from 'bullmq'
 import type { DestinationStore, FilterReason, StatsDelta, StoredDestination } from '../plugins/destinations.js'
 import { DESTINATION_NAME, DESTINATION_TYPE } from '../src/facebook/settings.js'
@@ -104,7 +105,15 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
   // while Meta is slow or failing, ingest jobs do not wait on it.
   const queueOnlyUntil = new Map<string, number>()
   return async function route (sourceId, messages, context) {
-    const destinations = (await deps.destinations.forSource(sourceId)).filter((d) => d.enabled && d.type === DESTINATION_TYPE)
+    const enabled = (await deps.destinations.forSource(sourceId)).filter((d) => d.enabled && d.type === DESTINATION_TYPE)
+    if (enabled.length === 0) return
+    // This run's part of the job's books: the job, the source and these very messages (a stage
+    // halved around a failing message runs on parts). A destination that counted it already (the
+    // job ran before, and died after counting) had every conversion of it sent or queued before
+    // that count: it is skipped, so nothing is counted, sent or queued twice.
+    const part = `ingest:${context.jobId}:${sourceId}:${createHash('sha256').update(messages.map((m) => m.messageId).join('\n')).digest('base64url').slice(0, 16)}`
+    const done = context.jobId === '' ? enabled.map(() => false) : await Promise.all(enabled.map((d) => deps.destinations.counted(d.id, part)))
+    const destinations = enabled.filter((_, i) => !done[i])
     if (destinations.length === 0) return
     const deltas = new Map<string, StatsDelta>()
     const jobs: Array<{ name: string, data: DeliverJobData }> = []
@@ -171,13 +180,22 @@ export function createRouteStage (deps: RouteDependencies): IngestStage {
     // Deliver or queue first, count second: a crash in between re-runs the ingest job, which may
     // send a conversion twice (Meta de-duplicates by event_id) but never loses one.
     const attempts = await Promise.all(jobs.map((job) => firstAttempt(job.data.destinationId, job.data)))
+    const deliveredAt = new Date(now()).toISOString()
     const toQueue = jobs.flatMap(({ name, data }, j) => {
       const attempt = attempts[j]
-      if (attempt === 'delivered') return []
-      return [{ name, data: attempt === undefined ? data : { ...data, firstAttempt: attempt } }]
+      if (attempt === 'delivered') {
+        const delta = deltas.get(data.destinationId)!
+        delta.delivered = (delta.delivered ?? 0) + data.conversions.length
+        delta.lastSuccessAt = deliveredAt
+        return []
+      }
+      // An id from this run's part: the same request queued again by a run after a crash is one
+      // job, and a job that ran already finds itself settled (jobs/deliver.ts).
+      const jobId = context.jobId === '' ? undefined : `r-${createHash('sha256').update(`${part}\n${data.destinationId}\n${data.datasetId}\n${j}`).digest('base64url').slice(0, 22)}`
+      return [{ name, data: attempt === undefined ? data : { ...data, firstAttempt: attempt }, ...(jobId === undefined ? {} : { opts: { jobId } }) }]
     })
     if (toQueue.length > 0) await deps.deliverQueue.addBulk(toQueue)
-    await deps.destinations.count(deltas)
+    await deps.destinations.count(deltas, undefined, context.jobId === '' ? '' : part)
   }
 
   async function firstAttempt (destinationId: string, data: DeliverJobData): Promise<'delivered' | FirstAttempt | undefined> {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
-import type { Redis } from 'ioredis'
+import type { Redis, Result } from 'ioredis'
 import { decryptSecret, encryptSecret } from '../src/crypto.js'
 import { destinationVersionWarning, expiredGraphVersion, settingsWarnings } from '../src/facebook/destination-checks.js'
 import type { GraphError } from '../src/facebook/graph-response.js'
@@ -46,6 +46,32 @@ if total ~= 0 then redis.call('HINCRBY', KEYS[2], 'held', -total) end
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do ids[#ids + 1] = id end
 redis.call('DEL', KEYS[3])
 return ids`
+
+// Counts once (KEYS: a stats hash, its marker set; ARGV: the part being counted — '' for "always"
+// — now, how many increments, then field/increment pairs, then field/value pairs to set). A part
+// counted before (a job run again after a crash) adds nothing; markers are kept a day.
+export const COUNT_ONCE = `
+if ARGV[1] ~= '' then
+  if redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - 86400000)
+end
+local n = tonumber(ARGV[3])
+for i = 4, 3 + 2 * n, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 4 + 2 * n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1`
+
+// Dead-letters once (KEYS: the letters, the stats, the marker set; ARGV: the part, now, the last
+// error, how many letters are kept, then the letters).
+const DEAD_LETTER_ONCE = `
+if ARGV[1] ~= '' then
+  if redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[2]) - 86400000)
+end
+for i = 5, #ARGV, 1000 do redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[4]) - 1)
+redis.call('HINCRBY', KEYS[2], 'deadLettered', #ARGV - 4)
+redis.call('HSET', KEYS[2], 'lastError', ARGV[3])
+return 1`
 
 export type AuthStatus = 'ok' | 'needs_reauthorization' | 'permission_denied'
 /** One status at a time, by precedence (DESIGN.md). */
@@ -123,6 +149,14 @@ export interface StatsDelta {
   invalid?: Partial<Record<InvalidReason, number>>
   /** Properties kept out of custom_data as PII (not a term of the identity). */
   droppedPii?: number
+  lastSuccessAt?: string
+}
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    countOnce(statsKey: string, markersKey: string, once: string, now: number, increments: number, ...fieldsAndValues: Array<string | number>): Result<number, Context>
+    deadLetterOnce(lettersKey: string, statsKey: string, markersKey: string, once: string, now: number, lastError: string, keep: number, ...letters: string[]): Result<number, Context>
+  }
 }
 
 // Dead letters kept per destination (newest first); older ones are trimmed, still counted.
@@ -157,6 +191,8 @@ export class DestinationStore {
     private readonly now: () => number = Date.now
   ) {
     this.bySourceCache = new TtlCache(cacheTtlMs)
+    redis.defineCommand('countOnce', { numberOfKeys: 2, lua: COUNT_ONCE })
+    redis.defineCommand('deadLetterOnce', { numberOfKeys: 3, lua: DEAD_LETTER_ONCE })
   }
 
   async create (input: { sourceId: string, type: string, name: string, enabled: boolean, settings: FacebookSettings }): Promise<StoredDestination> {
@@ -288,32 +324,48 @@ export class DestinationStore {
     return await this.redis.eval(TAKE_HELD, 3, this.keys.heldConversions(id), this.keys.destinationStats(id), this.keys.heldJobs(id)) as string[]
   }
 
-  /** Adds up counters of several destinations in one round trip. */
-  async count (deltas: Map<string, StatsDelta>, extra?: { lastSuccessAt?: string, lastError?: GraphError & { at: string }, destinationId?: string }): Promise<void> {
+  /**
+   * Adds up counters of several destinations in one round trip. `once`: the part of a job these
+   * counts are (e.g. `ingest:<job>:<source>:<messages>`): a part counted before adds nothing.
+   */
+  async count (deltas: Map<string, StatsDelta>, extra?: { lastSuccessAt?: string, lastError?: GraphError & { at: string }, destinationId?: string }, once = ''): Promise<void> {
     const pipeline = this.redis.pipeline()
+    const now = Date.now()
+    const counts = new Map<string, { increments: Array<string | number>, sets: string[] }>()
+    const of = (id: string) => {
+      let entry = counts.get(id)
+      if (entry === undefined) counts.set(id, (entry = { increments: [], sets: [] }))
+      return entry
+    }
     for (const [id, delta] of deltas) {
-      const key = this.keys.destinationStats(id)
+      const { increments, sets } = of(id)
       for (const field of ['received', 'delivered', 'deadLettered', 'droppedPii'] as const) {
         const n = delta[field]
-        if (n !== undefined && n !== 0) pipeline.hincrby(key, field, n)
+        if (n !== undefined && n !== 0) increments.push(field, n)
       }
-      for (const [reason, n] of Object.entries(delta.filtered ?? {})) {
-        if (n === undefined || n === 0) continue
-        pipeline.hincrby(key, 'filtered', n)
-        pipeline.hincrby(key, `filtered:${reason}`, n)
+      for (const [kind, reasons] of [['filtered', delta.filtered], ['invalid', delta.invalid]] as const) {
+        for (const [reason, n] of Object.entries(reasons ?? {})) {
+          if (n === undefined || n === 0) continue
+          increments.push(kind, n, `${kind}:${reason}`, n)
+        }
       }
-      for (const [reason, n] of Object.entries(delta.invalid ?? {})) {
-        if (n === undefined || n === 0) continue
-        pipeline.hincrby(key, 'invalid', n)
-        pipeline.hincrby(key, `invalid:${reason}`, n)
-      }
+      if (delta.lastSuccessAt !== undefined) sets.push('lastSuccessAt', delta.lastSuccessAt)
     }
     if (extra?.destinationId !== undefined) {
-      const key = this.keys.destinationStats(extra.destinationId)
-      if (extra.lastSuccessAt !== undefined) pipeline.hset(key, 'lastSuccessAt', extra.lastSuccessAt)
-      if (extra.lastError !== undefined) pipeline.hset(key, 'lastError', JSON.stringify(extra.lastError))
+      const { sets } = of(extra.destinationId)
+      if (extra.lastSuccessAt !== undefined) sets.push('lastSuccessAt', extra.lastSuccessAt)
+      if (extra.lastError !== undefined) sets.push('lastError', JSON.stringify(extra.lastError))
+    }
+    for (const [id, { increments, sets }] of counts) {
+      if (increments.length === 0 && sets.length === 0) continue
+      pipeline.countOnce(this.keys.destinationStats(id), this.keys.destinationCounted(id), once, now, increments.length / 2, ...increments, ...sets)
     }
     await pipeline.exec()
+  }
+
+  /** Whether the destination has counted this part of a job already (it was run before a crash). */
+  async counted (id: string, once: string): Promise<boolean> {
+    return (await this.redis.zscore(this.keys.destinationCounted(id), once)) !== null
   }
 
   async stats (id: string): Promise<DestinationStats> {
@@ -350,15 +402,11 @@ export class DestinationStore {
     }
   }
 
-  async addDeadLetters (id: string, letters: DeadLetter[], lastError: GraphError): Promise<void> {
+  /** Dead-letters conversions (once for `once`: a job run again after a crash adds none twice). */
+  async addDeadLetters (id: string, letters: DeadLetter[], lastError: GraphError, once = ''): Promise<void> {
     if (letters.length === 0) return
-    const key = this.keys.deadLetters(id)
-    await this.redis.pipeline()
-      .lpush(key, ...letters.map((l) => JSON.stringify(l)))
-      .ltrim(key, 0, MAX_DEAD_LETTERS - 1)
-      .hincrby(this.keys.destinationStats(id), 'deadLettered', letters.length)
-      .hset(this.keys.destinationStats(id), 'lastError', JSON.stringify({ ...lastError, at: new Date().toISOString() }))
-      .exec()
+    await this.redis.deadLetterOnce(this.keys.deadLetters(id), this.keys.destinationStats(id), this.keys.destinationCounted(id),
+      once, Date.now(), JSON.stringify({ ...lastError, at: new Date().toISOString() }), MAX_DEAD_LETTERS, ...letters.map((l) => JSON.stringify(l)))
   }
 
   async deadLetters (id: string, offset: number, limit: number): Promise<{ letters: DeadLetter[], total: number }> {

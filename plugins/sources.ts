@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import type { RedisKeys } from '../src/keys.js'
 import { TtlCache } from '../src/ttl-cache.js'
+import { COUNT_ONCE } from './destinations.js'
 
 export interface Source {
   id: string
@@ -128,10 +129,10 @@ export class SourceStore {
     return stats
   }
 
-  /** Counts messages the worker set aside (a part of `accepted`). */
-  async countUnprocessable (bySource: Map<string, number>): Promise<void> {
+  /** Counts messages the worker set aside (a part of `accepted`), once for `once` (the job). */
+  async countUnprocessable (bySource: Map<string, number>, once = ''): Promise<void> {
     const pipeline = this.redis.pipeline()
-    for (const [sourceId, n] of bySource) pipeline.hincrby(this.keys.sourceStats(sourceId), 'unprocessable', n)
+    for (const [sourceId, n] of bySource) pipeline.eval(COUNT_ONCE, 2, this.keys.sourceStats(sourceId), this.keys.sourceCounted(sourceId), once, Date.now(), 1, 'unprocessable', n)
     await pipeline.exec()
   }
 

@@ -22,7 +22,7 @@ export default fp(async (app) => {
   connection.on('error', () => {}) // the workers' own 'error' events are logged below
   const ingestStages: IngestStage[] = []
   const ingest = new Worker<IngestJobData>(QUEUE_NAMES.ingest, createIngestProcessor(ingestStages, connection, {
-    countUnprocessable: (bySource) => app.sources.countUnprocessable(bySource),
+    countUnprocessable: (bySource, once) => app.sources.countUnprocessable(bySource, once),
     log: app.log
   }), {
     connection,

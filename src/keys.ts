@@ -20,6 +20,10 @@ export function redisKeys (prefix: string) {
     // Deliver jobs held back (no token, an expired Graph version): job id → its conversions.
     heldConversions: (destinationId: string) => `${prefix}:held-conversions:{${destinationId}}`,
     destinationStats: (destinationId: string) => `${prefix}:dstats:{${destinationId}}`,
+    // Which jobs' counts a destination has taken (member: the job's part, score: when), in its
+    // slot: a job run again after a crash counts nothing twice.
+    destinationCounted: (destinationId: string) => `${prefix}:counted:{${destinationId}}`,
+    sourceCounted: (sourceId: string) => `${prefix}:counted-source:{${sourceId}}`,
     deadLetters: (destinationId: string) => `${prefix}:dead-letters:{${destinationId}}`,
     oauthState: (state: string) => `${prefix}:oauth-state:${state}`,
     // Profiles (with their event history) spread by user: one hash slot per user, not per source.
