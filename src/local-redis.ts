@@ -56,7 +56,7 @@ export const AOF_REWRITE_MIN_SIZE = '256mb'
  * acknowledged messages lost if Redis itself crashes), `noeviction` (BullMQ must never lose keys
  * to eviction), data under `dir`, the AOF rewritten past `aofRewriteMinSize`.
  */
-export async function startRedisServer (options: { binary: string, dir: string, port?: number, appendonly?: boolean, aofRewriteMinSize?: string }): Promise<LocalRedis> {
+export async function startRedisServer (options: { binary: string, dir: string, port?: number, appendonly?: boolean, aofRewriteMinSize?: string, extraArgs?: string[] }): Promise<LocalRedis> {
   const dir = resolve(options.dir)
   mkdirSync(dir, { recursive: true })
   const port = options.port ?? await freePort()
@@ -69,7 +69,8 @@ export async function startRedisServer (options: { binary: string, dir: string, 
     '--auto-aof-rewrite-min-size', options.aofRewriteMinSize ?? AOF_REWRITE_MIN_SIZE,
     '--save', '',
     '--maxmemory-policy', 'noeviction',
-    '--daemonize', 'no'
+    '--daemonize', 'no',
+    ...(options.extraArgs ?? [])
   ], { stdio: ['ignore', 'ignore', 'inherit'] })
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   const deadline = Date.now() + 10_000
