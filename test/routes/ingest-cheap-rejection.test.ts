@@ -22,7 +22,7 @@ function partialRequest (headers: Record<string, string>, contentLength: number,
       if (answer.includes('\r\n\r\n')) { clearTimeout(timer); socket.destroy(); resolve(answer) }
     })
     socket.on('error', reject)
-    const lines = [`POST /v1/batch HTTP/1.1`, `host: 127.0.0.1:${port}`, `content-length: ${contentLength}`, 'content-type: application/json']
+    const lines = ['POST /v1/batch HTTP/1.1', `host: 127.0.0.1:${port}`, `content-length: ${contentLength}`, 'content-type: application/json']
     for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`)
     socket.write(lines.join('\r\n') + '\r\n\r\n' + sent)
   })
