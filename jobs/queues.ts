@@ -92,6 +92,14 @@ export function jobMessages (
       setAside(request.sourceId, error)
       continue
     }
+    // A batch body that parses to something other than an object (`null` above all: reading its
+    // `batch` threw outside any guard and failed the whole job, every time it was retried). The
+    // API refuses one; stored by a build with other rules, or a bug, it is set aside as a body
+    // that does not parse is.
+    if (request.pathType === undefined && !isPlainObject(body)) {
+      setAside(request.sourceId, new TypeError(`the body of stored request ${r} is not a JSON object (a batch)`))
+      continue
+    }
     const envelope: RequestEnvelope = { receivedAt: DateTime.fromMillis(request.receivedAt, { zone: 'utc' }), pathType: request.pathType, idPrefix: request.idPrefix }
     let items: unknown[] = [body]
     if (request.pathType === undefined) {

@@ -160,6 +160,14 @@ t.test('bad input: 400s that name the field', async (t) => {
   }
   t.same((await getDestination(ctx, destination.id)).settings.conversionEvents, SETTINGS.conversionEvents, 'unchanged')
 
+  // Found by the fuzz tests: settings nested 10,000 levels deep answered 500 (a stack overflow).
+  const deep = `{"leadEvents":${'['.repeat(10_000)}${']'.repeat(10_000)}}`
+  for (const [method, url, body] of [['POST', path, `{"type":"${DESTINATION_TYPE}","settings":${deep}}`], ['PATCH', `/v1/destinations/${destination.id}`, `{"settings":${deep}}`]]) {
+    const response = await ctx.app.inject({ method: method as 'POST', url, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, payload: body })
+    t.equal(response.statusCode, 400, `${method}: deep settings are a 400`)
+    t.match(response.json(), { statusCode: 400, error: 'Bad Request', message: /settings\.leadEvents: must be an object/ }, `${method}: naming the setting`)
+  }
+
   const short = await ctx.admin('PUT', `/v1/destinations/${destination.id}/access-token`, { accessToken: 'short' })
   t.equal(short.statusCode, 400)
   t.match(short.json.message, /accessToken/)

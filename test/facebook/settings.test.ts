@@ -121,3 +121,14 @@ t.test('graphVersion: the legacy format always uses v16.0', async (t) => {
   t.equal(graphVersion(parsed({ apiFormat: 'offline-conversions', apiVersion: 'v22.0' })), LEGACY_GRAPH_VERSION)
   t.equal(LEGACY_GRAPH_VERSION, 'v16.0')
 })
+
+t.test('settings nested thousands of levels deep: an error naming the setting, not a stack overflow', async (t) => {
+  // Found by the fuzz tests (test/fuzz/admin.test.ts): structuredClone overflowed, a 500.
+  for (const levels of [3, 5000, 50_000]) {
+    const arrays = JSON.parse(`{"leadEvents":${'['.repeat(levels)}${']'.repeat(levels)}}`)
+    t.equal(errorOf(arrays), 'settings.leadEvents: must be an object mapping event names to dataset ids', `${levels} levels of arrays`)
+    const objects = JSON.parse(`{"conversionEvents":{"Order Completed":${'{"d":'.repeat(levels)}1${'}'.repeat(levels)}},"limitedDataUse":{"x":{}},"nope":[[1]]}`)
+    t.equal(errorOf(objects), 'settings.conversionEvents: must be an object mapping event names to dataset ids; settings.limitedDataUse: must be a boolean; settings.nope: is not a setting of this destination', `${levels} levels of objects, with others`)
+  }
+  t.same(parsed({ conversionEvents: { 'Order Completed': '1' }, apiVersion: 'v21.0' }).conversionEvents, { 'Order Completed': '1' }, 'two levels are a map, as before')
+})

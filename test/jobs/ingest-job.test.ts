@@ -72,3 +72,18 @@ t.test('the duplicate check\'s answer decides which checked messages are process
   t.same(ids('00000'), ['a', 'b', 'c', 'd', 'e'])
   t.same(ids(null), ['a', 'b', 'c', 'd', 'e'], 'no answer (the check did not run): nothing is taken for a duplicate')
 })
+
+t.test('a stored batch body that is not a JSON object is set aside; the job\'s other requests are read', async (t) => {
+  // Found by the fuzz tests (test/fuzz/worker.test.ts): a body of `null` failed the whole job.
+  for (const text of ['null', '42', '"batch"', '[{"type": "track", "userId": "u1", "event": "E"}]', 'true']) {
+    const setAside: Array<[string, unknown]> = []
+    const good = stored({ batch: [{ type: 'track', userId: 'u1', event: 'E', messageId: 'good-1' }] })
+    const bad: [StoredRequest, string] = [{ ...good[0], sourceId: 'src-2' }, text]
+    const messages = jobMessages({ requests: [bad[0], good[0]] }, [bad[1], good[1]], undefined, (sourceId, error) => { setAside.push([sourceId, error]) })
+    t.same(messages.map(([, m]) => m.messageId), ['good-1'], `${text}: the other request's message is read`)
+    t.equal(setAside.length, 1, `${text}: set aside once`)
+    t.equal(setAside[0][0], 'src-2', `${text}: counted for its own source`)
+    t.match(String(setAside[0][1]), /not a JSON object/)
+  }
+  t.throws(() => read([stored({})[0], 'null']), /not a JSON object/, 'without a handler, the read throws (as for a body that does not parse)')
+})
