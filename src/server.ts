@@ -40,10 +40,9 @@ function logTransport (): pino.TransportSingleOptions | undefined {
   if (process.stdout.isTTY !== true) return undefined
   let target: string
   try {
-    // Resolved here: pino would look for it from its own caller's folder.
     target = createRequire(import.meta.url).resolve('pino-pretty')
   } catch {
-    return undefined // an install without it: JSON lines in the terminal too
+    return undefined // an install without it: JSON lines in the terminal too, not a crash
   }
   return { target, options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'hostname,startup' } }
 }
@@ -244,7 +243,7 @@ async function runService (config: Config, log: pino.Logger, signals: StopSignal
   const grace = closeWithGrace({
     delay: config.SHUTDOWN_TIMEOUT_MS,
     logger: log,
-    // SIGINT and SIGTERM: onStopSignal below (a Ctrl-C arrives twice).
+    // SIGINT and SIGTERM: stopSignals (a Ctrl-C arrives twice).
     skip: ['SIGINT', 'SIGTERM'],
     onTimeout: (delay) => {
       const unfinished = Object.fromEntries(WORK_KINDS.map((kind) => [kind, app.work[kind].inProgress])) as Record<WorkKind, number>
