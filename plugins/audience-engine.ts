@@ -44,7 +44,7 @@ export default fp(async (app) => {
   let worker: Worker<AudienceSyncJobData> | undefined
   if (config.ROLE !== 'api') {
     app.workers.ingestStages.push(engine.stage)
-    worker = new Worker<AudienceSyncJobData>(AUDIENCE_SYNC_QUEUE, engine.createProcessor(), {
+    worker = new Worker<AudienceSyncJobData>(AUDIENCE_SYNC_QUEUE, app.work.audienceSyncJobs.wrap(engine.createProcessor()), {
       connection: app.workerConnection,
       prefix: app.keys.queuePrefix,
       concurrency: config.AUDIENCE_SYNC_CONCURRENCY,

@@ -89,7 +89,7 @@ export default fp(async (app) => {
         log: app.log
       }, destinationId, data)
     }))
-    worker = new Worker<DeliverJobData>(DELIVER_QUEUE, createDeliverProcessor({
+    worker = new Worker<DeliverJobData>(DELIVER_QUEUE, app.work.deliverJobs.wrap(createDeliverProcessor({
       destinations: app.destinations,
       deliverQueue,
       graphUrl: config.FACEBOOK_GRAPH_URL,
@@ -99,7 +99,7 @@ export default fp(async (app) => {
       holdMaxMs: config.holdMaxMs,
       now: app.now,
       log: app.log
-    }), {
+    })), {
       connection: app.workerConnection,
       prefix: app.keys.queuePrefix,
       concurrency: config.DELIVER_CONCURRENCY,

@@ -5,6 +5,7 @@ import fp from 'fastify-plugin'
 import type { Redis, Result } from 'ioredis'
 import { INGEST_BODY_TTL_MS, type IngestJobData, type StoredRequest } from '../jobs/queues.js'
 import type { RedisKeys } from '../src/keys.js'
+import type { WorkCounter } from '../src/work-counter.js'
 
 // BullMQ's own add script and the version its command names carry: the flush script runs it.
 // Internal files: the ingest tests fail if they move.
@@ -232,6 +233,8 @@ export interface IngestBufferOptions {
   maxInFlight?: number
   /** The jobs' options (attempts, backoff, how long one that failed for good is kept). */
   jobOptions: JobsOptions
+  /** Counts the flushes (the shutdown says how many it waited for). */
+  flushes?: WorkCounter
 }
 
 /**
@@ -317,6 +320,7 @@ export class IngestBuffer {
       }
       this.pendingMessages -= size
       this.inFlight++
+      if (this.options.flushes !== undefined) this.options.flushes.started++
       this.commit(group)
         .then(
           (results) => { group.forEach((p, i) => p.resolve(results[i])) },
@@ -327,6 +331,7 @@ export class IngestBuffer {
           })
         .finally(() => {
           this.inFlight--
+          if (this.options.flushes !== undefined) this.options.flushes.finished++
           if (this.pending.length > 0) this.schedule()
         })
     }
@@ -532,7 +537,8 @@ export default fp(async (app) => {
     dedupMaxIds: app.config.DEDUP_MAX_IDS,
     maxBacklogJobs: app.config.INGEST_MAX_BACKLOG_JOBS,
     // The queue's own: a flush adds its job with BullMQ's script, not through the queue.
-    jobOptions: app.queues.ingest.defaultJobOptions
+    jobOptions: app.queues.ingest.defaultJobOptions,
+    flushes: app.work.ingestFlushes
   })
   app.decorate('ingestBuffer', buffer)
   app.addHook('onClose', async () => {

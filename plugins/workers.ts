@@ -21,10 +21,10 @@ export default fp(async (app) => {
   const connection = new Redis(app.config.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
   connection.on('error', () => {}) // the workers' own 'error' events are logged below
   const ingestStages: IngestStage[] = []
-  const ingest = new Worker<IngestJobData>(QUEUE_NAMES.ingest, createIngestProcessor(ingestStages, connection, {
+  const ingest = new Worker<IngestJobData>(QUEUE_NAMES.ingest, app.work.ingestJobs.wrap(createIngestProcessor(ingestStages, connection, {
     countUnprocessable: (bySource, once) => app.sources.countUnprocessable(bySource, once),
     log: app.log
-  }), {
+  })), {
     connection,
     prefix: app.keys.queuePrefix,
     concurrency: app.config.INGEST_CONCURRENCY,

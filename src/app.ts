@@ -1,4 +1,5 @@
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import audienceEnginePlugin from '../plugins/audience-engine.js'
 import audiencesPlugin from '../plugins/audiences.js'
@@ -31,10 +32,13 @@ import ingestRoutes from './routes/ingest.js'
 import oauthRoutes from './routes/oauth.js'
 import { SHARED_SCHEMAS } from './routes/schemas.js'
 import sourceRoutes from './routes/sources.js'
+import { workCounts, type WorkCounts } from './work-counter.js'
 
 export interface BuildOptions {
   config: Config
   logger?: FastifyServerOptions['logger']
+  /** A logger made from `loggerOptions` instead (the entry point's: it logs before the app exists). */
+  loggerInstance?: FastifyBaseLogger
   /** The clock of the audience engine and the transform (tests move time forward with it). */
   now?: () => number
 }
@@ -42,6 +46,8 @@ export interface BuildOptions {
 declare module 'fastify' {
   interface FastifyInstance {
     now: () => number
+    /** Requests, flushes and jobs started and finished: what a shutdown drained. */
+    work: WorkCounts
   }
 }
 
@@ -55,7 +61,7 @@ export const LOG_REDACT = [
 ]
 
 /** Pino options: redaction, and request lines without query strings, whatever the caller adds. */
-function loggerOptions (config: Config, logger: BuildOptions['logger']): FastifyServerOptions['logger'] {
+export function loggerOptions (config: Config, logger: BuildOptions['logger']): FastifyServerOptions['logger'] {
   if (logger === false) return false
   const given = typeof logger === 'object' ? logger : {}
   return { level: config.LOG_LEVEL, redact: LOG_REDACT, ...given, serializers: { ...LOG_SERIALIZERS, ...given.serializers } }
@@ -65,9 +71,9 @@ function loggerOptions (config: Config, logger: BuildOptions['logger']): Fastify
  * The app for a role: `api` serves HTTP, `worker` consumes queues (and serves only /health,
  * /ready), `all` does both.
  */
-export async function buildApp ({ config, logger, now = Date.now }: BuildOptions): Promise<FastifyInstance> {
+export async function buildApp ({ config, logger, loggerInstance, now = Date.now }: BuildOptions): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: loggerOptions(config, logger),
+    ...(loggerInstance === undefined ? { logger: loggerOptions(config, logger) } : { loggerInstance }),
     routerOptions: { ignoreTrailingSlash: true },
     // Ingestion enforces its own limit (after decompression); admin bodies are small.
     bodyLimit: 1024 * 1024,
@@ -84,6 +90,24 @@ export async function buildApp ({ config, logger, now = Date.now }: BuildOptions
 
   await app.register(configPlugin, { config })
   app.decorate('now', now)
+  const work = workCounts()
+  app.decorate('work', work)
+  // Every request, answered or not (a 404, a 503 while closing), until its response is done.
+  const answering = new Set<ServerResponse>()
+  app.server.on('request', (_request: IncomingMessage, response: ServerResponse) => {
+    work.requests.started++
+    answering.add(response)
+    response.once('close', () => {
+      work.requests.finished++
+      answering.delete(response)
+    })
+  })
+  // Closing: the answers still to come close their connections. A kept-alive connection that falls
+  // idle after the close began would hold the shutdown until its client dropped it (Node's agent
+  // after 5 s, a load balancer after minutes), past SHUTDOWN_TIMEOUT_MS.
+  app.addHook('preClose', async () => {
+    for (const response of answering) if (!response.headersSent) response.setHeader('connection', 'close')
+  })
   await app.register(httpHardeningPlugin)
   await app.register(errorsPlugin)
   for (const schema of [...SHARED_SCHEMAS, FacebookSettingsSchema, DestinationSchema, AudienceConditionSchema, AudienceSchema]) app.addSchema(schema)

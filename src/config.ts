@@ -15,8 +15,13 @@ export const ConfigSchema = Type.Object({
   // about one core: on N cores, N processes take about N times the batched traffic.
   PROCESSES: Type.Integer({ default: 1, minimum: 1, maximum: 64 }),
   LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
-  // Unset: `npm start` uses 127.0.0.1:6379 when it answers, else launches a local redis-server.
+  // Unset: `npm start` uses a Redis on 127.0.0.1:REDIS_LOCAL_PORT when one answers there, else
+  // launches a local redis-server on that port.
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  REDIS_LOCAL_PORT: Type.Integer({ default: 6379, minimum: 1, maximum: 65535 }),
+  // BullMQ loses jobs on a Redis that evicts keys: the service refuses to start on one whose
+  // `maxmemory-policy` is known and is not `noeviction`, unless this is true.
+  REDIS_ALLOW_EVICTION: Type.Boolean({ default: false }),
   // Data keys start with `<prefix>:`; BullMQ keys with `{<prefix>}` (one hash slot on Redis Cluster).
   REDIS_PREFIX: Type.String({ default: 'relay', pattern: '^[A-Za-z0-9_.-]+$' }),
   DATA_DIR: Type.String({ default: './data' }),

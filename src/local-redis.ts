@@ -51,12 +51,30 @@ export interface LocalRedis {
  */
 export const AOF_REWRITE_MIN_SIZE = '256mb'
 
+export interface RedisServerOptions {
+  binary: string
+  dir: string
+  port?: number
+  appendonly?: boolean
+  aofRewriteMinSize?: string
+  /** `noeviction` unless a test wants a Redis configured as the service must refuse. */
+  maxmemoryPolicy?: string
+  /** More `--name value` arguments (tests: `--requirepass`, an ACL user). */
+  extraArgs?: string[]
+  /**
+   * The service's own Redis: in a process group of its own, so that a terminal's Ctrl-C (sent to
+   * the whole foreground group) does not stop Redis while the service still drains into it; the
+   * service stops it last, and on any exit of its process.
+   */
+  ownProcessGroup?: boolean
+}
+
 /**
  * Starts a redis-server as this service wants it: AOF on with fsync every second (at most ~1 s of
  * acknowledged messages lost if Redis itself crashes), `noeviction` (BullMQ must never lose keys
  * to eviction), data under `dir`, the AOF rewritten past `aofRewriteMinSize`.
  */
-export async function startRedisServer (options: { binary: string, dir: string, port?: number, appendonly?: boolean, aofRewriteMinSize?: string, extraArgs?: string[] }): Promise<LocalRedis> {
+export async function startRedisServer (options: RedisServerOptions): Promise<LocalRedis> {
   const dir = resolve(options.dir)
   mkdirSync(dir, { recursive: true })
   const port = options.port ?? await freePort()
@@ -68,14 +86,18 @@ export async function startRedisServer (options: { binary: string, dir: string, 
     '--appendfsync', 'everysec',
     '--auto-aof-rewrite-min-size', options.aofRewriteMinSize ?? AOF_REWRITE_MIN_SIZE,
     '--save', '',
-    '--maxmemory-policy', 'noeviction',
+    '--maxmemory-policy', options.maxmemoryPolicy ?? 'noeviction',
     '--daemonize', 'no',
     ...(options.extraArgs ?? [])
-  ], { stdio: ['ignore', 'ignore', 'inherit'] })
+  ], { stdio: ['ignore', 'ignore', 'inherit'], detached: options.ownProcessGroup === true })
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  // A process group of its own is no longer stopped by a signal to ours: stop it on any exit
+  // (process.exit after a shutdown timeout included). A SIGKILL of this process still leaves it.
+  const stopOnExit = () => { if (child.exitCode === null) child.kill('SIGTERM') }
+  if (options.ownProcessGroup === true) process.once('exit', stopOnExit)
   const deadline = Date.now() + 10_000
   while (!(await redisAnswers('127.0.0.1', port))) {
-    if (child.exitCode !== null) throw new Error(`redis-server exited with code ${child.exitCode}`)
+    if (child.exitCode !== null) throw new Error(`redis-server exited with code ${child.exitCode} (is 127.0.0.1:${port} taken?)`)
     if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error('redis-server did not start within 10 s') }
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
@@ -83,6 +105,7 @@ export async function startRedisServer (options: { binary: string, dir: string, 
     url: `redis://127.0.0.1:${port}`,
     process: child,
     stop: async () => {
+      process.removeListener('exit', stopOnExit)
       if (child.exitCode === null) child.kill('SIGTERM')
       await exited
     }

@@ -23,6 +23,8 @@ t.test('defaults: what DESIGN.md documents', async (t) => {
     ADMIN_DASHBOARD_WRITE: false
   })
   t.equal(config.REDIS_URL, undefined, 'unset: npm start finds or launches a local Redis')
+  t.equal(config.REDIS_LOCAL_PORT, 6379, 'where it looks for one, and launches one')
+  t.equal(config.REDIS_ALLOW_EVICTION, false, 'a Redis that evicts keys is refused')
   t.equal(config.ADMIN_TOKEN, undefined, 'unset: generated and kept in DATA_DIR')
   t.equal(config.SECRET_KEY, undefined)
 })
@@ -68,7 +70,9 @@ t.test('a bad value stops the boot with a message naming the variable', async (t
     [{ TRUST_PROXY: 'proxy.internal' }, /TRUST_PROXY must be true, false, or a comma-separated list.*"proxy.internal" is none of them/],
     [{ TRUST_PROXY: '10.0.0.0/33' }, /"10.0.0.0\/33" is none of them/],
     [{ TRUST_PROXY: '10.0.0.1,' }, /"" is none of them/],
-    [{ TRUST_PROXY: 'yes' }, /TRUST_PROXY must be/]
+    [{ TRUST_PROXY: 'yes' }, /TRUST_PROXY must be/],
+    [{ REDIS_LOCAL_PORT: '0' }, /REDIS_LOCAL_PORT must be >= 1/],
+    [{ REDIS_ALLOW_EVICTION: 'yes' }, /REDIS_ALLOW_EVICTION must be boolean/]
   ]
   for (const [env, message] of cases) {
     t.throws(() => loadConfig(env), { constructor: ConfigError, message }, JSON.stringify(env))

@@ -9,12 +9,19 @@ import { startTestRedis } from './helpers/redis.js'
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const ADMIN_TOKEN = 'server-test-admin-token-0123'
 
-/** The pids of a process's Node.js children: the cluster's service processes (not tsx's esbuild). */
+/**
+ * The pids of a process's Node.js children: the cluster's service processes (not tsx's esbuild).
+ * Known by their executable, this test's own (cluster forks process.execPath), not by their
+ * process name: Node 24's official builds name their main thread "MainThread", not "node".
+ */
 function childrenOf (pid: number): number[] {
   try {
-    return execFileSync('pgrep', ['-P', String(pid), '-x', 'node']).toString().trim().split('\n').filter(Boolean).map(Number)
+    return execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(pid)]).toString().trim().split('\n')
+      .map((line) => line.trim().split(' '))
+      .filter(([, executable]) => executable === process.execPath)
+      .map(([child]) => Number(child))
   } catch {
-    return [] // pgrep exits 1 when there are none
+    return [] // ps exits 1 when there are none
   }
 }
 
