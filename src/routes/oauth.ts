@@ -21,6 +21,7 @@ function page (title: string, text: string): string {
  * "Connect to Facebook": the admin starts the OAuth dialog for a destination; Meta sends the browser
  * back to the callback with a code, which is exchanged for a token and then for a long-lived one,
  * stored encrypted. The callback is public — the one-time `state` ties it to the destination.
+ * The exchanges POST the client secret and the code in a form body: a URL is kept by proxies and logs.
  */
 const oauth: FastifyPluginAsyncTypebox = async (app) => {
   const config = app.config
@@ -96,9 +97,15 @@ const oauth: FastifyPluginAsyncTypebox = async (app) => {
     return reply.send(page('Connected', 'The destination is connected to Facebook. Conversions held for a token are on their way. You can close this page.'))
   })
 
+  /** One token exchange: a POST whose form body carries the secret and the code (never a URL). */
   async function exchange (params: Record<string, string>): Promise<string> {
-    const url = `${config.FACEBOOK_GRAPH_URL.replace(/\/$/, '')}/${DEFAULT_GRAPH_VERSION}/oauth/access_token?${new URLSearchParams(params)}`
-    const response = await fetch(url, { signal: AbortSignal.timeout(config.GRAPH_TIMEOUT_MS) })
+    const url = `${config.FACEBOOK_GRAPH_URL.replace(/\/$/, '')}/${DEFAULT_GRAPH_VERSION}/oauth/access_token`
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams(params).toString(),
+      signal: AbortSignal.timeout(config.GRAPH_TIMEOUT_MS)
+    })
     const body = await response.json().catch(() => ({})) as { access_token?: string, error?: { message?: string } }
     if (!response.ok || typeof body.access_token !== 'string') throw new Error(body.error?.message ?? `HTTP ${response.status}`)
     return body.access_token
