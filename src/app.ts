@@ -6,6 +6,7 @@ import authPlugin from '../plugins/auth.js'
 import configPlugin from '../plugins/config.js'
 import deliveryPlugin from '../plugins/delivery.js'
 import destinationsPlugin from '../plugins/destinations.js'
+import emptyBodyPlugin from '../plugins/empty-body.js'
 import errorsPlugin, { frameworkErrors } from '../plugins/errors.js'
 import httpHardeningPlugin from '../plugins/http-hardening.js'
 import ingestBufferPlugin from '../plugins/ingest-buffer.js'
@@ -84,6 +85,7 @@ export async function buildApp ({ config, logger, now = Date.now }: BuildOptions
   app.decorate('now', now)
   await app.register(httpHardeningPlugin)
   await app.register(errorsPlugin)
+  await app.register(emptyBodyPlugin)
   for (const schema of [...SHARED_SCHEMAS, FacebookSettingsSchema, DestinationSchema, AudienceConditionSchema, AudienceSchema]) app.addSchema(schema)
   await app.register(swaggerPlugin)
   await app.register(redisPlugin)
