@@ -33,7 +33,8 @@ export default fp(async (app) => {
     lockMs: config.STALLED_INTERVAL_MS,
     legacyFormat: async (sourceId) => (await app.destinations.forSource(sourceId)).some((d) => d.settings.apiFormat === 'offline-conversions'),
     now: app.now,
-    log: app.log
+    log: app.log,
+    observeSync: app.metrics.observeAudienceSync
   })
   app.decorate('audienceSyncQueue', syncQueue)
   app.decorate('audienceEngine', engine)
@@ -61,4 +62,4 @@ export default fp(async (app) => {
     await worker?.close()
     await syncQueue.close()
   })
-}, { name: 'audience-engine', dependencies: ['audiences', 'profiles', 'queues', 'destinations'] })
+}, { name: 'audience-engine', dependencies: ['audiences', 'profiles', 'queues', 'destinations', 'metrics'] })

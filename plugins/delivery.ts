@@ -86,7 +86,8 @@ export default fp(async (app) => {
         appSecret: config.FACEBOOK_APP_SECRET,
         timeoutMs: Math.min(config.GRAPH_TIMEOUT_MS, FIRST_ATTEMPT_TIMEOUT_MS),
         now: app.now,
-        log: app.log
+        log: app.log,
+        observeGraphRequest: app.metrics.observeGraphRequest
       }, destinationId, data)
     }))
     worker = new Worker<DeliverJobData>(DELIVER_QUEUE, createDeliverProcessor({
@@ -98,7 +99,8 @@ export default fp(async (app) => {
       holdRecheckMs: config.HOLD_RECHECK_MS,
       holdMaxMs: config.holdMaxMs,
       now: app.now,
-      log: app.log
+      log: app.log,
+      observeGraphRequest: app.metrics.observeGraphRequest
     }), {
       connection: app.workerConnection,
       prefix: app.keys.queuePrefix,
@@ -131,4 +133,4 @@ export default fp(async (app) => {
     await worker?.close()
     await deliverQueue.close()
   })
-}, { name: 'delivery', dependencies: ['destinations', 'redis', 'profiles'] })
+}, { name: 'delivery', dependencies: ['destinations', 'redis', 'profiles', 'metrics'] })

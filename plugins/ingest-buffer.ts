@@ -177,6 +177,11 @@ export interface IngestBufferOptions {
   maxInFlight?: number
   /** The jobs' options (attempts, backoff, how long one that failed for good is kept). */
   jobOptions: JobsOptions
+  /**
+   * Told, once a flush is stored, what it did with each source's messages (the process's
+   * relay_source_events_total): called per flush and source, never per request.
+   */
+  countOutcomes?: (sourceId: string, accepted: number, duplicate: number, rejected: number) => void
 }
 
 /**
@@ -291,7 +296,7 @@ export class IngestBuffer {
     const checked: Array<{ source: FlushSource, start: number, indexes: number[] } | undefined> = []
     for (const p of group) {
       let source = bySource.get(p.request.sourceId)
-      if (source === undefined) bySource.set(p.request.sourceId, (source = { fingerprints: [], seen: new Set(), valid: 0, repeats: 0, rejected: 0, at: 0, answer: '' }))
+      if (source === undefined) bySource.set(p.request.sourceId, (source = { fingerprints: [], seen: new Set(), valid: 0, repeats: 0, rejected: 0, at: 0, answer: '', seenBefore: 0 }))
       source.valid += p.valid
       source.rejected += p.rejected
       const start = source.fingerprints.length
@@ -359,14 +364,26 @@ export class IngestBuffer {
     let i = 0
     for (const source of bySource.values()) source.answer = answers[i++]
 
-    return group.map((p, g) => {
+    const results = group.map((p, g) => {
       let duplicate = repeats.get(p)?.length ?? 0
       const c = checked[g]
       if (c !== undefined) {
-        for (let k = 0; k < c.indexes.length; k++) if (c.source.answer.charCodeAt(c.start + k) === ONE) duplicate++
+        let seen = 0
+        for (let k = 0; k < c.indexes.length; k++) if (c.source.answer.charCodeAt(c.start + k) === ONE) seen++
+        c.source.seenBefore += seen
+        duplicate += seen
       }
       return { accepted: p.valid - duplicate, duplicate }
     })
+    // The process's counts, as the script added them to the sources' stats in Redis.
+    const count = this.options.countOutcomes
+    if (count !== undefined) {
+      for (const [sourceId, source] of bySource) {
+        const duplicate = source.repeats + source.seenBefore
+        count(sourceId, source.valid - duplicate, duplicate, source.rejected)
+      }
+    }
+    return results
   }
 
   /** A large flush: its bodies by HSET, then the script without them, in one transaction. */
@@ -418,6 +435,8 @@ interface FlushSource {
   at: number
   /** Its duplicate check's answer. */
   answer: string
+  /** Ids the duplicate check found seen before (its answer's '1's). */
+  seenBefore: number
 }
 
 const ONE = 0x31
@@ -439,11 +458,12 @@ export default fp(async (app) => {
     dedupMaxIds: app.config.DEDUP_MAX_IDS,
     maxBacklogJobs: app.config.INGEST_MAX_BACKLOG_JOBS,
     // The queue's own: a flush adds its job with BullMQ's script, not through the queue.
-    jobOptions: app.queues.ingest.defaultJobOptions
+    jobOptions: app.queues.ingest.defaultJobOptions,
+    countOutcomes: app.metrics.countSourceEvents
   })
   app.decorate('ingestBuffer', buffer)
   app.addHook('onClose', async () => {
     buffer.close()
     await redis.quit().catch(() => redis.disconnect())
   })
-}, { name: 'ingest-buffer', dependencies: ['queues'] })
+}, { name: 'ingest-buffer', dependencies: ['queues', 'metrics'] })

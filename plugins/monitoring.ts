@@ -4,7 +4,7 @@ import { FastifyAdapter } from '@bull-board/fastify'
 import type { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import { Gauge } from 'prom-client'
 import { graphVersionStatus } from '../src/facebook/graph-versions.js'
 import { graphVersion } from '../src/facebook/settings.js'
 import { isAdminToken, presentedAdminToken } from './auth.js'
@@ -13,11 +13,12 @@ import { htmlPageHeaders } from './http-hardening.js'
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children'] as const
 
 /**
- * Monitoring: Prometheus metrics at /metrics (queue depths and per-destination counts read from
- * Redis at scrape time, so every process reports the same totals) and the BullMQ dashboard at
- * /admin/queues, both over the ingest, deliver and audience-sync queues. Both need the admin
- * token — as a Bearer header, or as the password of HTTP Basic so a browser can open the
- * dashboard — unless METRICS_PUBLIC opens /metrics.
+ * Monitoring: Prometheus metrics at /metrics and, in the roles that serve the API, the BullMQ
+ * dashboard at /admin/queues, both over the ingest, deliver and audience-sync queues. /metrics
+ * serves the process's own metrics (plugins/metrics.ts) and gauges read from Redis at scrape
+ * time — queue depths, per-source and per-destination counts — which every process reports
+ * alike. Both need the admin token — as a Bearer header, or as the password of HTTP Basic so a
+ * browser can open the dashboard — unless METRICS_PUBLIC opens /metrics.
  */
 export default fp(async (app) => {
   const token = app.config.ADMIN_TOKEN
@@ -29,8 +30,7 @@ export default fp(async (app) => {
     return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'the admin token is required (Bearer, or as the HTTP Basic password)' })
   }
 
-  const registry = new Registry()
-  collectDefaultMetrics({ register: registry })
+  const registry = app.metrics.registry
   registry.registerMetric(new Gauge({
     name: 'relay_queue_jobs',
     help: 'BullMQ jobs by queue and state',
@@ -108,6 +108,8 @@ export default fp(async (app) => {
     return registry.metrics()
   })
 
+  // The dashboard is the API roles' (a worker serves /health, /ready and /metrics only).
+  if (app.config.ROLE === 'worker') return
   const board = new FastifyAdapter()
   board.setBasePath('/admin/queues')
   // Read-only unless ADMIN_DASHBOARD_WRITE: bull-board then answers 405 to every call that changes
@@ -119,4 +121,4 @@ export default fp(async (app) => {
     scope.addHook('onRequest', guard)
     await scope.register(board.registerPlugin(), { prefix: '/admin/queues' })
   })
-}, { name: 'monitoring', dependencies: ['queues', 'delivery', 'audience-engine', 'sources', 'destinations'] })
+}, { name: 'monitoring', dependencies: ['metrics', 'queues', 'delivery', 'audience-engine', 'sources', 'destinations'] })

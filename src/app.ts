@@ -11,6 +11,7 @@ import errorsPlugin, { frameworkErrors } from '../plugins/errors.js'
 import httpHardeningPlugin from '../plugins/http-hardening.js'
 import ingestBufferPlugin from '../plugins/ingest-buffer.js'
 import ingestFailuresPlugin from '../plugins/ingest-failures.js'
+import metricsPlugin from '../plugins/metrics.js'
 import monitoringPlugin from '../plugins/monitoring.js'
 import profilesPlugin from '../plugins/profiles.js'
 import queuesPlugin from '../plugins/queues.js'
@@ -62,7 +63,7 @@ function loggerOptions (config: Config, logger: BuildOptions['logger']): Fastify
 
 /**
  * The app for a role: `api` serves HTTP, `worker` consumes queues (and serves only /health,
- * /ready), `all` does both.
+ * /ready and /metrics), `all` does both.
  */
 export async function buildApp ({ config, logger, now = Date.now }: BuildOptions): Promise<FastifyInstance> {
   const app = Fastify({
@@ -84,6 +85,8 @@ export async function buildApp ({ config, logger, now = Date.now }: BuildOptions
   await app.register(configPlugin, { config })
   app.decorate('now', now)
   await app.register(httpHardeningPlugin)
+  // Before every route: it times each by its pattern (an onRoute hook sees only later routes).
+  await app.register(metricsPlugin)
   await app.register(errorsPlugin)
   await app.register(emptyBodyPlugin)
   for (const schema of [...SHARED_SCHEMAS, FacebookSettingsSchema, DestinationSchema, AudienceConditionSchema, AudienceSchema]) app.addSchema(schema)
@@ -101,6 +104,8 @@ export async function buildApp ({ config, logger, now = Date.now }: BuildOptions
   // Stage order: the audience engine (profiles, history) runs before routing to destinations.
   await app.register(audienceEnginePlugin)
   await app.register(deliveryPlugin)
+  // /metrics in every role (a worker's own metrics: Graph requests, syncs); the dashboard in the API roles.
+  await app.register(monitoringPlugin)
 
   if (config.ROLE !== 'worker') {
     await app.register(ingestBufferPlugin)
@@ -112,7 +117,6 @@ export async function buildApp ({ config, logger, now = Date.now }: BuildOptions
     await app.register(destinationRoutes)
     await app.register(audienceRoutes)
     await app.register(oauthRoutes)
-    await app.register(monitoringPlugin)
   }
   return app
 }
