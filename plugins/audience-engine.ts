@@ -1,6 +1,7 @@
 import { Queue, Worker } from 'bullmq'
 import fp from 'fastify-plugin'
 import { AUDIENCE_SYNC_QUEUE, AudienceEngine, type AudienceSyncJobData } from '../jobs/audiences.js'
+import { countProcessed } from '../jobs/queue-stats.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -54,6 +55,7 @@ export default fp(async (app) => {
       maxStalledCount: 10,
       autorun: false
     })
+    countProcessed(worker, app.workerConnection, app.keys.queueProcessed)
     worker.on('error', (err) => app.log.warn({ err }, 'audience-sync worker error'))
     worker.on('failed', (job, err) => app.log.error({ err, jobId: job?.id, audienceId: job?.data.audienceId }, 'audience sync failed'))
     app.addHook('onReady', async () => { worker!.run().catch((err) => app.log.error({ err }, 'audience-sync worker stopped')) })

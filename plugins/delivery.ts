@@ -1,6 +1,7 @@
 import { Queue, Worker } from 'bullmq'
 import fp from 'fastify-plugin'
 import { createDeliverProcessor, deliverNow } from '../jobs/deliver.js'
+import { countProcessed } from '../jobs/queue-stats.js'
 import { DELIVER_QUEUE, type DeliverJobData } from '../jobs/queues.js'
 import { createRouteStage, type Enrichment } from '../jobs/route.js'
 import type { SegmentMessage } from '../src/segment/types.js'
@@ -121,6 +122,7 @@ export default fp(async (app) => {
         }
       }
     })
+    countProcessed(worker, app.workerConnection, app.keys.queueProcessed)
     worker.on('error', (err) => app.log.warn({ err }, 'deliver worker error'))
     worker.on('failed', (job, err) => {
       if (job !== undefined && job.attemptsMade < (job.opts.attempts ?? 1)) app.log.info({ jobId: job.id, attempt: job.attemptsMade, err: err.message }, 'delivery will be retried')

@@ -4,13 +4,21 @@ import { FastifyAdapter } from '@bull-board/fastify'
 import type { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { Gauge } from 'prom-client'
+import { Counter, Gauge } from 'prom-client'
+import { combinePartitions, readQueueStats, type QueueStats } from '../jobs/queue-stats.js'
 import { graphVersionStatus } from '../src/facebook/graph-versions.js'
 import { graphVersion } from '../src/facebook/settings.js'
 import { isAdminToken, presentedAdminToken } from './auth.js'
 import { htmlPageHeaders } from './http-hardening.js'
 
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children'] as const
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The ingest, deliver and audience-sync queues' figures, read from Redis (GET /v1/queues). */
+    queueStats: () => Promise<QueueStats[]>
+  }
+}
 
 /**
  * Monitoring: Prometheus metrics at /metrics and, in the roles that serve the API, the BullMQ
@@ -22,13 +30,25 @@ const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'prioritized', '
  */
 export default fp(async (app) => {
   const token = app.config.ADMIN_TOKEN
-  const queues: Queue[] = [app.queues.ingest, app.deliverQueue, app.audienceSyncQueue]
+  // One ingest queue today; a partitioned ingest adds its queues here and GET /v1/queues lists them as `partitions`.
+  const ingestQueues: Queue[] = [app.queues.ingest]
+  const queues: Queue[] = [...ingestQueues, app.deliverQueue, app.audienceSyncQueue]
 
   async function guard (request: FastifyRequest, reply: FastifyReply) {
     if (isAdminToken(presentedAdminToken(request.headers.authorization, { basic: true }), token)) return
     reply.header('www-authenticate', 'Basic realm="conversion-relay admin", charset="UTF-8"')
     return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'the admin token is required (Bearer, or as the HTTP Basic password)' })
   }
+
+  async function queueStats (): Promise<QueueStats[]> {
+    const read = (queue: Queue) => readQueueStats(queue, app.redis, app.keys.queueProcessed)
+    const [ingest, deliver, audienceSync] = await Promise.all([Promise.all(ingestQueues.map(read)), read(app.deliverQueue), read(app.audienceSyncQueue)])
+    return [combinePartitions('ingest', ingest), deliver, audienceSync]
+  }
+  app.decorate('queueStats', queueStats)
+  // The gauges of one scrape share one reading.
+  let reading: Promise<QueueStats[]> | undefined
+  const scrapedQueueStats = () => (reading ??= queueStats().finally(() => { reading = undefined }))
 
   const registry = app.metrics.registry
   registry.registerMetric(new Gauge({
@@ -41,6 +61,25 @@ export default fp(async (app) => {
         const counts = await queue.getJobCounts(...QUEUE_STATES)
         for (const state of QUEUE_STATES) this.set({ queue: queue.name, state }, counts[state] ?? 0)
       }
+    }
+  }))
+  registry.registerMetric(new Gauge({
+    name: 'relay_queue_oldest_waiting_age_seconds',
+    help: 'Age of the oldest job waiting for a worker, by queue (since it was added; 0 when none waits); read from Redis',
+    labelNames: ['queue'],
+    registers: [],
+    async collect () {
+      for (const stats of await scrapedQueueStats()) this.set({ queue: stats.name }, (stats.oldestWaitingAgeMs ?? 0) / 1000)
+    }
+  }))
+  registry.registerMetric(new Counter({
+    name: 'relay_queue_processed_jobs_total',
+    help: 'Jobs completed by every worker of the deployment, by queue (a counter in Redis, read at scrape time)',
+    labelNames: ['queue'],
+    registers: [],
+    async collect () {
+      this.reset()
+      for (const stats of await scrapedQueueStats()) this.inc({ queue: stats.name }, stats.processedTotal)
     }
   }))
   registry.registerMetric(new Gauge({

@@ -29,6 +29,7 @@ import healthRoutes from './routes/health.js'
 import ingestFailureRoutes from './routes/ingest-failures.js'
 import ingestRoutes from './routes/ingest.js'
 import oauthRoutes from './routes/oauth.js'
+import queueRoutes from './routes/queues.js'
 import { SHARED_SCHEMAS } from './routes/schemas.js'
 import sourceRoutes from './routes/sources.js'
 
@@ -117,6 +118,7 @@ export async function buildApp ({ config, logger, now = Date.now }: BuildOptions
     await app.register(destinationRoutes)
     await app.register(audienceRoutes)
     await app.register(oauthRoutes)
+    await app.register(queueRoutes)
   }
   return app
 }
