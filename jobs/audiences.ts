@@ -47,6 +47,8 @@ export interface AudienceEngineDependencies {
   consentRules?: (sourceId: string) => Promise<Array<{ destinationId: string, rule: ConsentRule }>>
   now?: () => number
   log: { warn: (obj: object, msg: string) => void, info: (obj: object, msg: string) => void }
+  /** Told of every completed initial and incremental sync: its duration and the users it sent. */
+  observeSync?: (kind: 'initial' | 'incremental', seconds: number, users: number) => void
 }
 
 type Affected = Map<string, Set<CompiledAudience>>
@@ -487,8 +489,16 @@ export class AudienceEngine {
     return changes
   }
 
-  /** The initial sync: every member once, resumable by its cursor. */
-  async initialSync (audience: StoredAudience, state: SyncState): Promise<void> {
+  /** Runs a sync and reports it (observeSync) once it has completed. */
+  private async timed<T> (kind: 'initial' | 'incremental', sync: () => Promise<T>, users: (result: T) => number): Promise<T> {
+    const started = performance.now()
+    const result = await sync()
+    this.deps.observeSync?.(kind, (performance.now() - started) / 1000, users(result))
+    return result
+  }
+
+  /** The initial sync: every member once, resumable by its cursor. Answers how many members this run sent. */
+  async initialSync (audience: StoredAudience, state: SyncState): Promise<number> {
     const { redis, keys, audiences } = this.deps
     let run = state.initialRun
     let cursor = state.initialCursor
@@ -502,6 +512,7 @@ export class AudienceEngine {
     // Counted with the cursor: a sync resumed after a crash reports every member it sent, not
     // only those after the crash.
     let sent = run === state.initialRun ? state.initialSent : 0
+    let sentByThisRun = 0
     do {
       const [next, flat] = await redis.zscan(keys.audienceMembers(audience.id), cursor, 'COUNT', EMIT_CHUNK)
       const members: Array<{ profileId: string, member: true, version: string, since: string }> = []
@@ -509,6 +520,7 @@ export class AudienceEngine {
       if (members.length > 0) {
         await this.emit(audience, members, `${audience.id}-${run}-${cursor}`)
         sent += members.length
+        sentByThisRun += members.length
       }
       cursor = next
       await audiences.setState(audience.id, { initialCursor: cursor, initialSent: sent })
@@ -519,6 +531,7 @@ export class AudienceEngine {
       lastSyncAdded: sent,
       lastSyncRemoved: 0
     })
+    return sentByThisRun
   }
 
   /** Incremental sync: the net change of each user since the last sync, with the state at send time. */
@@ -686,11 +699,11 @@ export class AudienceEngine {
         if (job.name === 'expire') expired = await this.expire(audience)
         await audiences.setState(audience.id, { status: 'syncing' })
         if (!state.initialSynced) {
-          await this.initialSync(audience, state)
+          await this.timed('initial', () => this.initialSync(audience, state), (sent) => sent)
           // Changes recorded while the initial sync ran go out now.
-          await this.incrementalSync(audience)
+          await this.timed('incremental', () => this.incrementalSync(audience), ({ added, removed }) => added + removed)
         } else {
-          const { added, removed } = await this.incrementalSync(audience)
+          const { added, removed } = await this.timed('incremental', () => this.incrementalSync(audience), (sync) => sync.added + sync.removed)
           if (added + removed > 0 || job.name === 'expire') {
             await audiences.setState(audience.id, { lastSyncAt: new Date(this.now()).toISOString(), lastSyncAdded: added, lastSyncRemoved: removed })
           }

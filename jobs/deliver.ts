@@ -24,6 +24,8 @@ export interface DeliverDependencies {
    */
   now?: () => number
   log: { warn: (obj: object, msg: string) => void, info: (obj: object, msg: string) => void }
+  /** Told of every request to Meta, its outcome and duration (relay_graph_request_duration_seconds). */
+  observeGraphRequest?: (outcome: GraphOutcome, seconds: number) => void
 }
 
 interface Logger { warn: (obj: object, msg: string) => void, info: (obj: object, msg: string) => void }
@@ -35,8 +37,19 @@ export type DeliverResult =
   | { dropped: string }
   | { filtered: number }
 
-/** POSTs one request: `data`, `upload_tag`, `access_token` in the body (never the URL). */
+/**
+ * POSTs one request, timed: every request to Meta, a first attempt's (deliverNow) and the deliver
+ * worker's, goes through here.
+ */
 async function postConversions (deps: DeliverNowDependencies, destination: StoredDestination, version: string, datasetId: string, token: string, conversions: QueuedConversion[]): Promise<GraphOutcome> {
+  const started = performance.now()
+  const outcome = await sendConversions(deps, destination, version, datasetId, token, conversions)
+  deps.observeGraphRequest?.(outcome, (performance.now() - started) / 1000)
+  return outcome
+}
+
+/** One request: `data`, `upload_tag`, `access_token` in the body (never the URL). */
+async function sendConversions (deps: DeliverNowDependencies, destination: StoredDestination, version: string, datasetId: string, token: string, conversions: QueuedConversion[]): Promise<GraphOutcome> {
   const body: Record<string, unknown> = {
     upload_tag: destination.settings.uploadTag,
     access_token: token
@@ -63,7 +76,7 @@ async function postConversions (deps: DeliverNowDependencies, destination: Store
 }
 
 /** What a first attempt needs: the deliver worker's dependencies but its queue and hold settings. */
-export type DeliverNowDependencies = Pick<DeliverDependencies, 'destinations' | 'graphUrl' | 'appSecret' | 'timeoutMs' | 'now' | 'log'>
+export type DeliverNowDependencies = Pick<DeliverDependencies, 'destinations' | 'graphUrl' | 'appSecret' | 'timeoutMs' | 'now' | 'log' | 'observeGraphRequest'>
 
 /** Counts a delivered request (once for `once`: a job run again after a crash counts it once). */
 async function countDelivered (deps: DeliverNowDependencies, destinationId: string, delivered: number, once: string): Promise<void> {

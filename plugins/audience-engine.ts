@@ -1,6 +1,7 @@
 import { Queue, Worker } from 'bullmq'
 import fp from 'fastify-plugin'
 import { AUDIENCE_SYNC_QUEUE, AudienceEngine, type AudienceSyncJobData } from '../jobs/audiences.js'
+import { countProcessed } from '../jobs/queue-stats.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -36,7 +37,8 @@ export default fp(async (app) => {
       .filter((d) => d.enabled && d.settings.consentCategories.length > 0)
       .map((d) => ({ destinationId: d.id, rule: { categories: d.settings.consentCategories, requireConsent: d.settings.requireConsent } })),
     now: app.now,
-    log: app.log
+    log: app.log,
+    observeSync: app.metrics.observeAudienceSync
   })
   app.decorate('audienceSyncQueue', syncQueue)
   app.decorate('audienceEngine', engine)
@@ -56,6 +58,7 @@ export default fp(async (app) => {
       maxStalledCount: 10,
       autorun: false
     })
+    countProcessed(worker, app.workerConnection, app.keys.queueProcessed)
     worker.on('error', (err) => app.log.warn({ err }, 'audience-sync worker error'))
     worker.on('failed', (job, err) => app.log.error({ err, jobId: job?.id, audienceId: job?.data.audienceId }, 'audience sync failed'))
     app.addHook('onReady', async () => { worker!.run().catch((err) => app.log.error({ err }, 'audience-sync worker stopped')) })
@@ -64,4 +67,4 @@ export default fp(async (app) => {
     await worker?.close()
     await syncQueue.close()
   })
-}, { name: 'audience-engine', dependencies: ['audiences', 'profiles', 'queues', 'destinations'] })
+}, { name: 'audience-engine', dependencies: ['audiences', 'profiles', 'queues', 'destinations', 'metrics'] })

@@ -1,6 +1,7 @@
 import { Queue, Worker } from 'bullmq'
 import fp from 'fastify-plugin'
 import { createDeliverProcessor, deliverNow } from '../jobs/deliver.js'
+import { countProcessed } from '../jobs/queue-stats.js'
 import { DELIVER_QUEUE, type DeliverJobData } from '../jobs/queues.js'
 import { createRouteStage, type Enrichment } from '../jobs/route.js'
 import type { SegmentMessage } from '../src/segment/types.js'
@@ -86,7 +87,8 @@ export default fp(async (app) => {
         appSecret: config.FACEBOOK_APP_SECRET,
         timeoutMs: Math.min(config.GRAPH_TIMEOUT_MS, FIRST_ATTEMPT_TIMEOUT_MS),
         now: app.now,
-        log: app.log
+        log: app.log,
+        observeGraphRequest: app.metrics.observeGraphRequest
       }, destinationId, data)
     }))
     worker = new Worker<DeliverJobData>(DELIVER_QUEUE, app.work.deliverJobs.wrap(createDeliverProcessor({
@@ -98,7 +100,8 @@ export default fp(async (app) => {
       holdRecheckMs: config.HOLD_RECHECK_MS,
       holdMaxMs: config.holdMaxMs,
       now: app.now,
-      log: app.log
+      log: app.log,
+      observeGraphRequest: app.metrics.observeGraphRequest
     })), {
       connection: app.workerConnection,
       prefix: app.keys.queuePrefix,
@@ -119,6 +122,7 @@ export default fp(async (app) => {
         }
       }
     })
+    countProcessed(worker, app.workerConnection, app.keys.queueProcessed)
     worker.on('error', (err) => app.log.warn({ err }, 'deliver worker error'))
     worker.on('failed', (job, err) => {
       if (job !== undefined && job.attemptsMade < (job.opts.attempts ?? 1)) app.log.info({ jobId: job.id, attempt: job.attemptsMade, err: err.message }, 'delivery will be retried')
@@ -131,4 +135,4 @@ export default fp(async (app) => {
     await worker?.close()
     await deliverQueue.close()
   })
-}, { name: 'delivery', dependencies: ['destinations', 'redis', 'profiles'] })
+}, { name: 'delivery', dependencies: ['destinations', 'redis', 'profiles', 'metrics'] })

@@ -244,7 +244,7 @@ export class DestinationStore {
       .del(this.keys.accessToken(id))
       .del(this.keys.pausedUntil(id))
       .exec()
-    await this.redis.del(this.keys.destinationStats(id), this.keys.deadLetters(id), this.keys.heldJobs(id), this.keys.heldConversions(id))
+    await this.redis.del(this.keys.destinationStats(id), this.keys.deadLetters(id), this.keys.heldJobs(id), this.keys.heldConversions(id), this.keys.destinationCounted(id))
     this.bySourceCache.delete(current.sourceId)
     return true
   }

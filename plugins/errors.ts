@@ -42,6 +42,8 @@ export default fp(async (app) => {
   })
 
   app.setNotFoundHandler((request, reply) => {
+    // Timed here: a request no route matched runs no route's hooks (plugins/metrics.ts).
+    app.metrics.timeUnmatched(reply)
     const path = pathOnly(request.url)
     const allowed = allowedMethods(known, path)
     if (allowed === undefined || allowed.methods.includes(request.method)) {
@@ -56,7 +58,7 @@ export default fp(async (app) => {
     // Ingestion's shape, and its CORS: a page on any origin may read every ingestion answer.
     return reply.header('access-control-allow-origin', '*').send({ success: false, error: message })
   })
-}, { name: 'errors' })
+}, { name: 'errors', dependencies: ['metrics'] })
 
 interface KnownPath {
   pattern: RegExp

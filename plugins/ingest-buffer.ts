@@ -235,6 +235,11 @@ export interface IngestBufferOptions {
   jobOptions: JobsOptions
   /** Counts the flushes (the shutdown says how many it waited for). */
   flushes?: WorkCounter
+  /**
+   * Told, once a flush is stored, what it did with each source's messages (the process's
+   * relay_source_events_total): called per flush and source, never per request.
+   */
+  countOutcomes?: (sourceId: string, accepted: number, duplicate: number, rejected: number) => void
 }
 
 /**
@@ -355,7 +360,7 @@ export class IngestBuffer {
     for (const p of group) if (p.subjects !== undefined) suppressing.add(p.request.sourceId)
     for (const p of group) {
       let source = bySource.get(p.request.sourceId)
-      if (source === undefined) bySource.set(p.request.sourceId, (source = { fingerprints: [], seen: new Set(), valid: 0, repeats: 0, rejected: 0, at: 0, answer: '', subjects: suppressing.has(p.request.sourceId) }))
+      if (source === undefined) bySource.set(p.request.sourceId, (source = { fingerprints: [], seen: new Set(), valid: 0, repeats: 0, rejected: 0, at: 0, answer: '', subjects: suppressing.has(p.request.sourceId), seenBefore: 0, suppressed: 0 }))
       source.valid += p.valid
       source.rejected += p.rejected
       const start = source.fingerprints.length
@@ -440,19 +445,33 @@ export class IngestBuffer {
     let i = 0
     for (const source of bySource.values()) source.answer = answers[i++]
 
-    return group.map((p, g) => {
+    const results = group.map((p, g) => {
       let duplicate = repeats.get(p)?.length ?? 0
       let suppressed = 0
       const c = checked[g]
       if (c !== undefined) {
         for (let k = 0; k < c.indexes.length; k++) {
           const answer = c.source.answer.charCodeAt(c.start + k)
-          if (answer === ONE) duplicate++
-          else if (answer === TWO) suppressed++
+          if (answer === ONE) {
+            duplicate++
+            c.source.seenBefore++
+          } else if (answer === TWO) {
+            suppressed++
+            c.source.suppressed++
+          }
         }
       }
       return { accepted: p.valid - duplicate - suppressed, duplicate, suppressed }
     })
+    // The process's counts, as the script added them to the sources' stats in Redis.
+    const count = this.options.countOutcomes
+    if (count !== undefined) {
+      for (const [sourceId, source] of bySource) {
+        const duplicate = source.repeats + source.seenBefore
+        count(sourceId, source.valid - duplicate - source.suppressed, duplicate, source.rejected)
+      }
+    }
+    return results
   }
 
   /** A large flush: its bodies by HSET, then the script without them, in one transaction. */
@@ -506,6 +525,10 @@ interface FlushSource {
   answer: string
   /** It has suppressed subjects: its fingerprints are records of three (DEDUP). */
   subjects: boolean
+  /** Ids the duplicate check found seen before (its answer's '1's). */
+  seenBefore: number
+  /** Messages of suppressed subjects (its answer's '2's). */
+  suppressed: number
 }
 
 const ONE = 0x31
@@ -538,11 +561,12 @@ export default fp(async (app) => {
     maxBacklogJobs: app.config.INGEST_MAX_BACKLOG_JOBS,
     // The queue's own: a flush adds its job with BullMQ's script, not through the queue.
     jobOptions: app.queues.ingest.defaultJobOptions,
-    flushes: app.work.ingestFlushes
+    flushes: app.work.ingestFlushes,
+    countOutcomes: app.metrics.countSourceEvents
   })
   app.decorate('ingestBuffer', buffer)
   app.addHook('onClose', async () => {
     buffer.close()
     await redis.quit().catch(() => redis.disconnect())
   })
-}, { name: 'ingest-buffer', dependencies: ['queues'] })
+}, { name: 'ingest-buffer', dependencies: ['queues', 'metrics'] })

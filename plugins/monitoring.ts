@@ -4,7 +4,8 @@ import { FastifyAdapter } from '@bull-board/fastify'
 import type { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import { Counter, Gauge } from 'prom-client'
+import { combinePartitions, readQueueStats, type QueueStats } from '../jobs/queue-stats.js'
 import { graphVersionStatus } from '../src/facebook/graph-versions.js'
 import { graphVersion } from '../src/facebook/settings.js'
 import { isAdminToken, presentedAdminToken } from './auth.js'
@@ -12,16 +13,26 @@ import { htmlPageHeaders } from './http-hardening.js'
 
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children'] as const
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The ingest, deliver and audience-sync queues' figures, read from Redis (GET /v1/queues). */
+    queueStats: () => Promise<QueueStats[]>
+  }
+}
+
 /**
- * Monitoring: Prometheus metrics at /metrics (queue depths and per-destination counts read from
- * Redis at scrape time, so every process reports the same totals) and the BullMQ dashboard at
- * /admin/queues, both over the ingest, deliver and audience-sync queues. Both need the admin
- * token — as a Bearer header, or as the password of HTTP Basic so a browser can open the
- * dashboard — unless METRICS_PUBLIC opens /metrics.
+ * Monitoring: Prometheus metrics at /metrics and, in the roles that serve the API, the BullMQ
+ * dashboard at /admin/queues, both over the ingest, deliver and audience-sync queues. /metrics
+ * serves the process's own metrics (plugins/metrics.ts) and gauges read from Redis at scrape
+ * time — queue depths, per-source and per-destination counts — which every process reports
+ * alike. Both need the admin token — as a Bearer header, or as the password of HTTP Basic so a
+ * browser can open the dashboard — unless METRICS_PUBLIC opens /metrics.
  */
 export default fp(async (app) => {
   const token = app.config.ADMIN_TOKEN
-  const queues: Queue[] = [app.queues.ingest, app.deliverQueue, app.audienceSyncQueue]
+  // One ingest queue today; a partitioned ingest adds its queues here and GET /v1/queues lists them as `partitions`.
+  const ingestQueues: Queue[] = [app.queues.ingest]
+  const queues: Queue[] = [...ingestQueues, app.deliverQueue, app.audienceSyncQueue]
 
   async function guard (request: FastifyRequest, reply: FastifyReply) {
     if (isAdminToken(presentedAdminToken(request.headers.authorization, { basic: true }), token)) return
@@ -29,8 +40,17 @@ export default fp(async (app) => {
     return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'the admin token is required (Bearer, or as the HTTP Basic password)' })
   }
 
-  const registry = new Registry()
-  collectDefaultMetrics({ register: registry })
+  async function queueStats (): Promise<QueueStats[]> {
+    const read = (queue: Queue) => readQueueStats(queue, app.redis, app.keys.queueProcessed)
+    const [ingest, deliver, audienceSync] = await Promise.all([Promise.all(ingestQueues.map(read)), read(app.deliverQueue), read(app.audienceSyncQueue)])
+    return [combinePartitions('ingest', ingest), deliver, audienceSync]
+  }
+  app.decorate('queueStats', queueStats)
+  // The gauges of one scrape share one reading.
+  let reading: Promise<QueueStats[]> | undefined
+  const scrapedQueueStats = () => (reading ??= queueStats().finally(() => { reading = undefined }))
+
+  const registry = app.metrics.registry
   registry.registerMetric(new Gauge({
     name: 'relay_queue_jobs',
     help: 'BullMQ jobs by queue and state',
@@ -41,6 +61,25 @@ export default fp(async (app) => {
         const counts = await queue.getJobCounts(...QUEUE_STATES)
         for (const state of QUEUE_STATES) this.set({ queue: queue.name, state }, counts[state] ?? 0)
       }
+    }
+  }))
+  registry.registerMetric(new Gauge({
+    name: 'relay_queue_oldest_waiting_age_seconds',
+    help: 'Age of the oldest job waiting for a worker, by queue (since it was added; 0 when none waits); read from Redis',
+    labelNames: ['queue'],
+    registers: [],
+    async collect () {
+      for (const stats of await scrapedQueueStats()) this.set({ queue: stats.name }, (stats.oldestWaitingAgeMs ?? 0) / 1000)
+    }
+  }))
+  registry.registerMetric(new Counter({
+    name: 'relay_queue_processed_jobs_total',
+    help: 'Jobs completed by every worker of the deployment, by queue (a counter in Redis, read at scrape time)',
+    labelNames: ['queue'],
+    registers: [],
+    async collect () {
+      this.reset()
+      for (const stats of await scrapedQueueStats()) this.inc({ queue: stats.name }, stats.processedTotal)
     }
   }))
   registry.registerMetric(new Gauge({
@@ -108,6 +147,8 @@ export default fp(async (app) => {
     return registry.metrics()
   })
 
+  // The dashboard is the API roles' (a worker serves /health, /ready and /metrics only).
+  if (app.config.ROLE === 'worker') return
   const board = new FastifyAdapter()
   board.setBasePath('/admin/queues')
   // Read-only unless ADMIN_DASHBOARD_WRITE: bull-board then answers 405 to every call that changes
@@ -119,4 +160,4 @@ export default fp(async (app) => {
     scope.addHook('onRequest', guard)
     await scope.register(board.registerPlugin(), { prefix: '/admin/queues' })
   })
-}, { name: 'monitoring', dependencies: ['queues', 'delivery', 'audience-engine', 'sources', 'destinations'] })
+}, { name: 'monitoring', dependencies: ['metrics', 'queues', 'delivery', 'audience-engine', 'sources', 'destinations'] })

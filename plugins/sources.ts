@@ -86,7 +86,7 @@ export class SourceStore {
     const previousKeys = (stored.previousWriteKeys ?? []).map((key) => this.keys.writeKey(key.hash))
     // One DEL per hash slot (Redis Cluster refuses a multi-key DEL across slots); the dedup keys
     // share the source's slot.
-    const pipeline = this.redis.pipeline().hdel(this.keys.sources, id).del(this.keys.sourceStats(id)).del(this.keys.profileCounts(id))
+    const pipeline = this.redis.pipeline().hdel(this.keys.sources, id).del(this.keys.sourceStats(id)).del(this.keys.profileCounts(id)).del(this.keys.sourceCounted(id)).del(this.keys.suppressed(id))
     for (const key of [this.keys.writeKey(stored.writeKeyHash), ...previousKeys]) pipeline.del(key)
     await pipeline.del(dedup.current, dedup.previous, dedup.startedAt).exec()
     this.cache.clear()

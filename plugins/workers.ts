@@ -2,6 +2,7 @@ import { Worker } from 'bullmq'
 import fp from 'fastify-plugin'
 import { Redis } from 'ioredis'
 import { createIngestProcessor, type IngestStage } from '../jobs/ingest.js'
+import { countProcessed } from '../jobs/queue-stats.js'
 import { QUEUE_NAMES, type IngestJobData } from '../jobs/queues.js'
 
 declare module 'fastify' {
@@ -43,6 +44,7 @@ export default fp(async (app) => {
     app.log.error({ err, jobId: job.id, attempts: job.attemptsMade }, 'ingest job failed for good: kept with its bodies for FAILED_BODY_RETENTION (GET /v1/ingest/failures)')
     app.ingestFailures.failedForGood(job.data).catch((error) => app.log.warn({ err: error, jobId: job.id }, 'could not set the failed job\'s bodies to expire'))
   })
+  countProcessed(ingest, connection, app.keys.queueProcessed)
   ingest.on('error', (err) => app.log.warn({ err }, 'ingest worker error'))
   app.decorate('workers', { ingest, ingestStages })
   app.decorate('workerConnection', connection)

@@ -7,10 +7,12 @@ import authPlugin from '../plugins/auth.js'
 import configPlugin from '../plugins/config.js'
 import deliveryPlugin from '../plugins/delivery.js'
 import destinationsPlugin from '../plugins/destinations.js'
+import emptyBodyPlugin from '../plugins/empty-body.js'
 import errorsPlugin, { frameworkErrors } from '../plugins/errors.js'
 import httpHardeningPlugin from '../plugins/http-hardening.js'
 import ingestBufferPlugin from '../plugins/ingest-buffer.js'
 import ingestFailuresPlugin from '../plugins/ingest-failures.js'
+import metricsPlugin from '../plugins/metrics.js'
 import monitoringPlugin from '../plugins/monitoring.js'
 import profilesPlugin from '../plugins/profiles.js'
 import queuesPlugin from '../plugins/queues.js'
@@ -30,6 +32,7 @@ import regulationRoutes from './routes/regulations.js'
 import ingestFailureRoutes from './routes/ingest-failures.js'
 import ingestRoutes from './routes/ingest.js'
 import oauthRoutes from './routes/oauth.js'
+import queueRoutes from './routes/queues.js'
 import { SHARED_SCHEMAS } from './routes/schemas.js'
 import sourceRoutes from './routes/sources.js'
 import { workCounts, type WorkCounts } from './work-counter.js'
@@ -69,7 +72,7 @@ export function loggerOptions (config: Config, logger: BuildOptions['logger']): 
 
 /**
  * The app for a role: `api` serves HTTP, `worker` consumes queues (and serves only /health,
- * /ready), `all` does both.
+ * /ready and /metrics), `all` does both.
  */
 export async function buildApp ({ config, logger, loggerInstance, now = Date.now }: BuildOptions): Promise<FastifyInstance> {
   const app = Fastify({
@@ -109,7 +112,10 @@ export async function buildApp ({ config, logger, loggerInstance, now = Date.now
     for (const response of answering) if (!response.headersSent) response.setHeader('connection', 'close')
   })
   await app.register(httpHardeningPlugin)
+  // Before every route: it times each by its pattern (an onRoute hook sees only later routes).
+  await app.register(metricsPlugin)
   await app.register(errorsPlugin)
+  await app.register(emptyBodyPlugin)
   for (const schema of [...SHARED_SCHEMAS, FacebookSettingsSchema, DestinationSchema, AudienceConditionSchema, AudienceSchema]) app.addSchema(schema)
   await app.register(swaggerPlugin)
   await app.register(redisPlugin)
@@ -126,6 +132,8 @@ export async function buildApp ({ config, logger, loggerInstance, now = Date.now
   await app.register(audienceEnginePlugin)
   await app.register(deliveryPlugin)
   await app.register(regulationsPlugin)
+  // /metrics in every role (a worker's own metrics: Graph requests, syncs); the dashboard in the API roles.
+  await app.register(monitoringPlugin)
 
   if (config.ROLE !== 'worker') {
     await app.register(ingestBufferPlugin)
@@ -138,7 +146,7 @@ export async function buildApp ({ config, logger, loggerInstance, now = Date.now
     await app.register(destinationRoutes)
     await app.register(audienceRoutes)
     await app.register(oauthRoutes)
-    await app.register(monitoringPlugin)
+    await app.register(queueRoutes)
   }
   return app
 }

@@ -26,6 +26,8 @@ export function redisKeys (prefix: string) {
     sourceCounted: (sourceId: string) => `${prefix}:counted-source:{${sourceId}}`,
     deadLetters: (destinationId: string) => `${prefix}:dead-letters:{${destinationId}}`,
     oauthState: (state: string) => `${prefix}:oauth-state:${state}`,
+    // Jobs completed per queue (a field each), counted by the workers: BullMQ removes completed jobs.
+    queueProcessed: `${prefix}:queue-processed`,
     // Profiles (with their event history) spread by user: one hash slot per user, not per source.
     profile: (sourceId: string, profileId: string) => `${prefix}:profile:${sourceId}:{${profileId}}`,
     profilePattern: (sourceId: string) => `${prefix}:profile:${sourceId}:*`,

@@ -526,8 +526,17 @@ t.test('OAuth: code → short-lived token → long-lived token, usable for event
   t.match((await get(graph, '/v21.0/dialog/oauth?client_id=other&redirect_uri=http://x/')).body.error, { code: 101 })
   t.match((await get(graph, '/v21.0/dialog/oauth?client_id=app-1&redirect_uri=not-a-url')).body.error, { code: 191 })
 
-  const exchange = (params: Record<string, string>): Promise<Answer> =>
-    get(graph, `/v21.0/oauth/access_token?${new URLSearchParams({ client_id: 'app-1', client_secret: 'app-secret', redirect_uri: redirectUri, ...params })}`)
+  // A POST with a form body, as the relay sends it
+  const exchange = async (params: Record<string, string>): Promise<Answer> => answer(await fetch(`${graph.url}/v21.0/oauth/access_token`, {
+    method: 'POST',
+    body: new URLSearchParams({ client_id: 'app-1', client_secret: 'app-secret', redirect_uri: redirectUri, ...params })
+  }))
+
+  // Meta takes the GET form too; this fake refuses a secret in a URL
+  const inUrl = await get(graph, `/v21.0/oauth/access_token?${new URLSearchParams({ client_id: 'app-1', client_secret: 'app-secret', redirect_uri: redirectUri, code })}`)
+  t.equal(inUrl.status, 400)
+  t.match(inUrl.body.error, { code: 100, message: /client_secret must not be in the URL/ })
+  t.match(graph.tokenRequests.at(-1), { method: 'GET', status: 400 }, 'token requests are recorded')
 
   const wrongSecret = await exchange({ code, client_secret: 'nope' })
   t.equal(wrongSecret.status, 400)
@@ -547,12 +556,8 @@ t.test('OAuth: code → short-lived token → long-lived token, usable for event
   t.not(long.body.access_token, short.body.access_token)
   t.match((await exchange({ grant_type: 'fb_exchange_token', fb_exchange_token: 'nope' })).body.error, { code: 190 })
 
-  // POST works as well as GET for the exchange
-  const posted = await answer(await fetch(`${graph.url}/v21.0/oauth/access_token`, {
-    method: 'POST',
-    body: new URLSearchParams({ client_id: 'app-1', client_secret: 'app-secret', grant_type: 'fb_exchange_token', fb_exchange_token: short.body.access_token })
-  }))
-  t.equal(posted.status, 200)
+  t.match(graph.tokenRequests.at(-1), { method: 'POST', url: '/v21.0/oauth/access_token', contentType: /^application\/x-www-form-urlencoded/, status: 400 })
+  t.match(graph.tokenRequests.filter((r) => r.status === 200), [{ method: 'POST' }, { method: 'POST' }], 'the two that issued tokens')
 
   const me = await get(graph, `/v21.0/me?access_token=${long.body.access_token}`)
   t.same(me.body, { id: '10000000000001', name: 'Fake Graph User' })

@@ -280,11 +280,11 @@ t.test('deleting a source deletes its destinations, their tokens and counters', 
   t.equal((await getDestination(ctx, kept.id)).status, 'active', 'another source\'s destination stays')
 })
 
-t.test('Connect to Facebook (OAuth)', async (t) => {
-  const APP_ID = '1234567890'
-  const APP_SECRET = 'fake-app-secret-0123456789'
-  const PUBLIC_URL = 'https://relay.example.com'
-  const graph = await startFakeGraph({ appId: APP_ID, appSecret: APP_SECRET })
+const OAUTH = { APP_ID: '1234567890', APP_SECRET: 'fake-app-secret-0123456789', PUBLIC_URL: 'https://relay.example.com' }
+
+/** The service (listening, fast delivery) and a fake Graph API that checks the app's id and secret. */
+async function oauthSetup (t: { teardown: (fn: () => unknown) => void }) {
+  const graph = await startFakeGraph({ appId: OAUTH.APP_ID, appSecret: OAUTH.APP_SECRET })
   t.teardown(() => graph.close())
   const ctx = await buildTestApp(t, {
     redis: freshPrefix(redis),
@@ -292,77 +292,175 @@ t.test('Connect to Facebook (OAuth)', async (t) => {
     env: {
       ...FAST_DELIVERY_ENV,
       FACEBOOK_GRAPH_URL: graph.url,
-      FACEBOOK_APP_ID: APP_ID,
-      FACEBOOK_APP_SECRET: APP_SECRET,
-      PUBLIC_URL,
+      FACEBOOK_APP_ID: OAUTH.APP_ID,
+      FACEBOOK_APP_SECRET: OAUTH.APP_SECRET,
+      PUBLIC_URL: OAUTH.PUBLIC_URL,
       FACEBOOK_OAUTH_DIALOG_URL: `${graph.url}/v21.0/dialog/oauth`
     }
   })
+  return { ctx, graph }
+}
+
+interface Flow {
+  /** The dialog URL /oauth/start redirected to */
+  dialog: URL
+  /** The Set-Cookie header /oauth/start answered */
+  setCookie: string
+  /** `name=value`, as the browser sends it back */
+  cookie: string
+  /** The callback URL Meta's dialog sends the browser to */
+  callback: URL
+}
+
+/** A browser's "Connect to Facebook": /oauth/start (admin token as Bearer unless told), then Meta's dialog. */
+async function startFlow (ctx: TestContext, destinationId: string, headers: Record<string, string> = { authorization: `Bearer ${ADMIN_TOKEN}` }): Promise<Flow> {
+  const start = await ctx.app.inject({ url: `/v1/destinations/${destinationId}/oauth/start`, headers })
+  if (start.statusCode !== 302) throw new Error(`oauth/start: ${start.statusCode} ${start.body}`)
+  const setCookie = String(start.headers['set-cookie'])
+  const dialog = new URL(String(start.headers.location))
+  const answer = await fetch(dialog, { redirect: 'manual' })
+  if (answer.status !== 302) throw new Error(`the dialog answered ${answer.status}`)
+  return { dialog, setCookie, cookie: setCookie.split(';')[0], callback: new URL(answer.headers.get('location')!) }
+}
+
+/** The browser arriving at the callback, with a cookie or none. */
+function callback (ctx: TestContext, url: URL, cookie?: string) {
+  return ctx.app.inject({ url: url.pathname + url.search, headers: cookie === undefined ? {} : { cookie } })
+}
+
+t.test('Connect to Facebook (OAuth)', async (t) => {
+  const { ctx, graph } = await oauthSetup(t)
   const source = await ctx.createSource()
   const destination = await createDestination(ctx, source.id, SETTINGS, { token: null })
-
-  /** Starts the flow and follows the dialog: the callback URL Meta sends the browser to. */
-  async function authorize (): Promise<URL> {
-    const start = await request(ctx, 'GET', `/v1/destinations/${destination.id}/oauth/start`)
-    t.equal(start.statusCode, 302)
-    const dialog = await fetch(String(start.headers.location), { redirect: 'manual' })
-    t.equal(dialog.status, 302, 'the dialog redirects back')
-    return new URL(dialog.headers.get('location')!)
-  }
 
   const start = await request(ctx, 'GET', `/v1/destinations/${destination.id}/oauth/start`)
   t.equal(start.statusCode, 302)
   const location = new URL(String(start.headers.location))
   t.equal(`${location.origin}${location.pathname}`, `${graph.url}/v21.0/dialog/oauth`)
-  t.equal(location.searchParams.get('client_id'), APP_ID)
-  t.equal(location.searchParams.get('redirect_uri'), `${PUBLIC_URL}/oauth/facebook/callback`)
+  t.equal(location.searchParams.get('client_id'), OAUTH.APP_ID)
+  t.equal(location.searchParams.get('redirect_uri'), `${OAUTH.PUBLIC_URL}/oauth/facebook/callback`)
   t.equal(location.searchParams.get('scope'), 'ads_management,public_profile')
-  t.match(location.searchParams.get('state'), /^[A-Za-z0-9_-]{20,}$/)
+  const state = location.searchParams.get('state')
+  t.match(state, /^[A-Za-z0-9_-]{20,}$/)
+  // The state is bound to this browser: a short-lived cookie only the callback receives.
+  const attributes = String(start.headers['set-cookie']).split(';').map((part) => part.trim())
+  t.equal(attributes[0], `relay_oauth_state=${state}`)
+  t.same(attributes.slice(1).sort(), ['HttpOnly', 'Max-Age=600', 'Path=/oauth/facebook/callback', 'SameSite=Lax', 'Secure'], 'HttpOnly, SameSite=Lax, Secure under an https PUBLIC_URL, 10 minutes, the callback\'s path')
 
   // A conversion waits for the connection…
   const message = track('Order Completed', { revenue: 42 })
   await sendBatch(ctx, source.writeKey, [message])
   await waitFor(async () => (await ctx.admin('GET', `/v1/destinations/${destination.id}/stats`)).json.received === 1, 10_000, 'the conversion to be queued')
 
-  const callback = await authorize()
-  t.equal(`${callback.origin}${callback.pathname}`, `${PUBLIC_URL}/oauth/facebook/callback`)
-  const connected = await ctx.app.inject({ url: callback.pathname + callback.search })
+  const flow = await startFlow(ctx, destination.id)
+  t.equal(`${flow.callback.origin}${flow.callback.pathname}`, `${OAUTH.PUBLIC_URL}/oauth/facebook/callback`)
+  const connected = await callback(ctx, flow.callback, flow.cookie)
   t.equal(connected.statusCode, 200, connected.body)
   t.match(connected.body, /Connected/)
-  t.match(await getDestination(ctx, destination.id), { connected: true, status: 'active' })
+  t.match(connected.headers['set-cookie'], /^relay_oauth_state=; Max-Age=0;/, 'the flow\'s cookie is cleared')
+  const after = await getDestination(ctx, destination.id)
+  t.match(after, { connected: true, status: 'active' })
 
-  // …and goes out with the long-lived token the fake issued, which it takes (with appsecret_proof).
+  // The code and the client secret went to Meta in POSTed forms, never in a URL.
+  t.equal(graph.tokenRequests.length, 2, 'code → short-lived token, short → long-lived')
+  for (const exchange of graph.tokenRequests) {
+    t.match(exchange, { method: 'POST', url: /^\/v\d+\.\d+\/oauth\/access_token$/, contentType: /^application\/x-www-form-urlencoded/, status: 200 })
+    t.notOk(exchange.url.includes('?'), 'no query string')
+  }
+  // The long-lived token: stored encrypted, never returned.
+  const token = await ctx.app.destinations.accessToken(destination.id)
+  t.match(token, /^EAA/, 'the fake\'s long-lived token is stored')
+  const raw = await ctx.app.redis.get(`${ctx.config.REDIS_PREFIX}:access-token:${destination.id}`)
+  t.match(raw, /^v1\./, 'encrypted')
+  t.notOk(raw!.includes(token!), 'not in clear')
+  t.notOk(JSON.stringify(after).includes(token!), 'the destination\'s GET does not carry it')
+  t.notOk(connected.body.includes(token!), 'nor the page')
+
+  // …and the waiting conversion goes out with it (the fake checks appsecret_proof).
   const stats = await settledStats(ctx, destination.id, 1)
   assertAccounted(t, stats, 1)
   t.equal(stats.delivered, 1)
   t.same(graph.events().map((e) => e.event_id), [message.messageId])
 
-  const reused = await ctx.app.inject({ url: callback.pathname + callback.search })
+  const reused = await callback(ctx, flow.callback, flow.cookie)
   t.equal(reused.statusCode, 400, 'a state is used once')
   t.match(reused.body, /expired or was already used/)
-  const unknown = await ctx.app.inject({ url: '/oauth/facebook/callback?code=abc&state=not-a-state' })
-  t.equal(unknown.statusCode, 400)
-  t.equal((await ctx.app.inject({ url: '/oauth/facebook/callback?code=abc' })).statusCode, 400, 'no state')
+  t.equal((await callback(ctx, new URL('https://relay.example.com/oauth/facebook/callback?code=abc'))).statusCode, 400, 'no state')
 
   graph.denyNextAuthorization()
-  const denied = await authorize()
-  t.equal(denied.searchParams.get('error'), 'access_denied')
-  const deniedPage = await ctx.app.inject({ url: denied.pathname + denied.search })
+  const denied = await startFlow(ctx, destination.id)
+  t.equal(denied.callback.searchParams.get('error'), 'access_denied')
+  const deniedPage = await callback(ctx, denied.callback, denied.cookie)
   t.equal(deniedPage.statusCode, 400)
   t.match(deniedPage.body, /did not authorise/)
   t.equal((await getDestination(ctx, destination.id)).connected, true, 'the earlier token stays')
 
   // A destination deleted while its owner was on Facebook's dialog is not brought back.
   const gone = await createDestination(ctx, source.id, SETTINGS, { token: null })
-  const start2 = await request(ctx, 'GET', `/v1/destinations/${gone.id}/oauth/start`)
-  const dialog2 = await fetch(String(start2.headers.location), { redirect: 'manual' })
-  const callback2 = new URL(dialog2.headers.get('location')!)
+  const late = await startFlow(ctx, gone.id)
   t.equal((await ctx.admin('DELETE', `/v1/destinations/${gone.id}`)).statusCode, 204)
-  const late = await ctx.app.inject({ url: callback2.pathname + callback2.search })
-  t.equal(late.statusCode, 400)
+  t.equal((await callback(ctx, late.callback, late.cookie)).statusCode, 400)
   t.equal(await ctx.app.redis.exists(`${ctx.config.REDIS_PREFIX}:access-token:${gone.id}`), 0, 'no orphan token stored')
 
   t.equal((await ctx.admin('GET', '/v1/destinations/dst_0000000000000000/oauth/start')).statusCode, 404)
+})
+
+t.test('OAuth: the callback is refused in a browser that did not start the flow, and stores nothing', async (t) => {
+  const { ctx, graph } = await oauthSetup(t)
+  const source = await ctx.createSource()
+  const destination = await createDestination(ctx, source.id, SETTINGS, { token: null })
+  const stored = async () => ctx.app.redis.exists(`${ctx.config.REDIS_PREFIX}:access-token:${destination.id}`)
+
+  const flow = await startFlow(ctx, destination.id)
+  // The callback URL alone (leaked, or opened in another browser): no cookie.
+  const withoutCookie = await callback(ctx, flow.callback)
+  t.equal(withoutCookie.statusCode, 400)
+  t.match(withoutCookie.body, /<h1>Not connected<\/h1>/)
+  t.match(withoutCookie.body, /did not start this connection/)
+  t.equal(await stored(), 0, 'no token stored')
+  t.equal((await getDestination(ctx, destination.id)).connected, false)
+  t.equal(graph.tokenRequests.length, 0, 'the code was not exchanged')
+
+  // Another flow's cookie: a browser that started its own flow, handed this one's link.
+  const other = await startFlow(ctx, destination.id)
+  const mismatched = await callback(ctx, flow.callback, other.cookie)
+  t.equal(mismatched.statusCode, 400)
+  t.match(mismatched.body, /not for the connection this browser started/)
+  t.equal(await stored(), 0, 'no token stored')
+  t.equal(graph.tokenRequests.length, 0, 'the code was not exchanged')
+  const forged = await callback(ctx, flow.callback, 'relay_oauth_state=made-up; other=1')
+  t.equal(forged.statusCode, 400, 'a made-up cookie')
+  t.equal(await stored(), 0)
+
+  // Neither refusal used the state up: the browser that started the flow still completes it.
+  const completed = await callback(ctx, flow.callback, `theme=dark; ${flow.cookie}`)
+  t.equal(completed.statusCode, 200, completed.body)
+  t.equal(await stored(), 1)
+  t.equal((await getDestination(ctx, destination.id)).connected, true)
+})
+
+t.test('OAuth start: a browser signs in with the admin token as the Basic password, or with the web app\'s admin session', async (t) => {
+  const { ctx } = await oauthSetup(t)
+  const source = await ctx.createSource()
+  const destination = await createDestination(ctx, source.id, SETTINGS, { token: null })
+  const url = `/v1/destinations/${destination.id}/oauth/start`
+
+  const anonymous = await ctx.app.inject({ url })
+  t.equal(anonymous.statusCode, 401)
+  t.match(anonymous.headers['www-authenticate'], /^Basic realm=/, 'a browser is asked for the token')
+  t.match(anonymous.json(), { statusCode: 401, error: 'Unauthorized' })
+  const basic = await ctx.app.inject({ url, headers: { authorization: `Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64')}` } })
+  t.equal(basic.statusCode, 302, 'the admin token as the Basic password')
+  t.match(basic.headers['set-cookie'], /^relay_oauth_state=/)
+  t.equal((await ctx.app.inject({ url, headers: { authorization: `Basic ${Buffer.from('admin:wrong').toString('base64')}` } })).statusCode, 401)
+
+  // The settings web app, when there is one, registers how it recognises an admin's session.
+  ctx.app.setAdminSessionCheck((request) => request.headers.cookie === 'relay_session=an-admin-session')
+  t.throws(() => ctx.app.setAdminSessionCheck(() => true), /already registered/, 'one check, not a chain anyone can widen')
+  t.equal((await ctx.app.inject({ url, headers: { cookie: 'relay_session=an-admin-session' } })).statusCode, 302, 'an admin session starts the flow')
+  t.equal((await ctx.app.inject({ url, headers: { cookie: 'relay_session=someone-else' } })).statusCode, 401)
+  t.equal((await ctx.app.inject({ url: '/v1/sources', headers: { cookie: 'relay_session=an-admin-session' } })).statusCode, 401,
+    'the JSON admin API does not take the session (not before the web app checks CSRF on it)')
 })
 
 t.test('OAuth without its configuration: 400 naming the missing variables', async (t) => {
@@ -413,11 +511,9 @@ t.test('tokens never reach the log', async (t) => {
   await waitFor(async () => (await getDestination(ctx, destination.id)).status === 'needs_reauthorization', 10_000, 'status needs_reauthorization')
 
   // Reconnect through OAuth: the code, the short- and the long-lived tokens pass through the app.
-  const start = await app.inject({ url: `/v1/destinations/${destination.id}/oauth/start`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
-  const dialog = await fetch(String(start.headers.location), { redirect: 'manual' })
-  const callback = new URL(dialog.headers.get('location')!)
-  const code = callback.searchParams.get('code')!
-  t.equal((await app.inject({ url: callback.pathname + callback.search })).statusCode, 200)
+  const flow = await startFlow({ app } as TestContext, destination.id)
+  const code = flow.callback.searchParams.get('code')!
+  t.equal((await callback({ app } as TestContext, flow.callback, flow.cookie)).statusCode, 200)
   const longLived = await app.destinations.accessToken(destination.id)
   t.ok(longLived)
   const stats = await settledStats(ctx, destination.id, 1)
