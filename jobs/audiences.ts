@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { DelayedError, type Job, type Queue } from 'bullmq'
-import type { ChainableCommander, Redis, Result } from 'ioredis'
+import type { ChainableCommander, Result } from 'ioredis'
+import type { RedisClient } from '../src/redis-client.js'
 import { compile, type AudienceStore, type CompiledAudience, type StoredAudience, type SyncState } from '../plugins/audiences.js'
 import { profileFields, readProfile, type ProfileStore } from '../plugins/profiles.js'
 import { matchesWhere, MAX_EVENT_NAME_BYTES } from '../src/audiences/condition.js'
@@ -29,7 +30,7 @@ const EMIT_CHUNK = 2000
 const MAX_EVENT_NAMES = 10_000
 
 export interface AudienceEngineDependencies {
-  redis: Redis
+  redis: RedisClient
   keys: RedisKeys
   audiences: AudienceStore
   profiles: ProfileStore

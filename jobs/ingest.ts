@@ -1,5 +1,5 @@
 import type { Job } from 'bullmq'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../src/redis-client.js'
 import type { SegmentMessage } from '../src/segment/types.js'
 import { errorWithoutContent, JobIsolation, runIsolated, type StageContext } from './isolation.js'
 import { jobMessages, type IngestJobData } from './queues.js'
@@ -23,7 +23,7 @@ export interface IngestProcessorOptions {
  * again); a message that fails anywhere — its parse, a stage — is set aside alone, counted as
  * `unprocessable`, and every other message of the job goes on.
  */
-export function createIngestProcessor (stages: IngestStage[], redis: Redis, options: IngestProcessorOptions = {}) {
+export function createIngestProcessor (stages: IngestStage[], redis: RedisClient, options: IngestProcessorOptions = {}) {
   return async function processIngestJob (job: Job<IngestJobData>): Promise<{ messages: number, unprocessable: number }> {
     const isolation = new JobIsolation()
     const { messages, bodyKeys } = await readJobMessages(redis, job.data, (sourceId, error, messageId) => {
@@ -60,7 +60,7 @@ export function createIngestProcessor (stages: IngestStage[], redis: Redis, opti
  * message that cannot be read goes to `onUnprocessable` (without it, the read throws).
  */
 export async function readJobMessages (
-  redis: Redis,
+  redis: RedisClient,
   data: IngestJobData,
   onUnprocessable?: (sourceId: string, error: unknown, messageId?: string) => void
 ): Promise<{ messages: Array<[string, SegmentMessage]>, bodyKeys: string[] }> {

@@ -1,5 +1,5 @@
 import type { Queue, Worker } from 'bullmq'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../src/redis-client.js'
 
 /** One queue's state, as GET /v1/queues and /metrics report it. */
 export interface QueueStats {
@@ -27,12 +27,12 @@ export interface QueueStats {
  * removed at once (`removeOnComplete`), so BullMQ keeps no count of them. One command per job;
  * a count that cannot be written (Redis away) is lost, never a job.
  */
-export function countProcessed (worker: Worker, redis: Redis, key: string): void {
+export function countProcessed (worker: Worker, redis: RedisClient, key: string): void {
   worker.on('completed', () => { redis.hincrby(key, worker.name, 1).catch(() => {}) })
 }
 
 /** One queue's figures, read from Redis (`redis`: a connection to the queue's Redis). */
-export async function readQueueStats (queue: Queue, redis: Redis, processedKey: string, now = Date.now()): Promise<QueueStats> {
+export async function readQueueStats (queue: Queue, redis: RedisClient, processedKey: string, now = Date.now()): Promise<QueueStats> {
   const [counts, [oldestId], processed] = await Promise.all([
     queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed'),
     // BullMQ adds to the left of the wait list and takes from the right: the oldest is the last.

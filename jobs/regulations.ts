@@ -4,7 +4,7 @@
 // and their messages still waiting to be processed.
 import { createHash } from 'node:crypto'
 import type { Job, Queue } from 'bullmq'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../src/redis-client.js'
 import type { AudienceStore } from '../plugins/audiences.js'
 import type { DeadLetter, DestinationStore } from '../plugins/destinations.js'
 import type { ProfileStore } from '../plugins/profiles.js'
@@ -65,7 +65,7 @@ export function subjectFingerprints (subjectType: SubjectType, ids: string[]): B
 
 /** Regulations, their states and counts, per source. */
 export class RegulationStore {
-  constructor (private readonly redis: Redis, private readonly keys: RedisKeys) {}
+  constructor (private readonly redis: RedisClient, private readonly keys: RedisKeys) {}
 
   async create (regulation: Regulation): Promise<void> {
     await this.redis.pipeline()
@@ -94,7 +94,7 @@ export class RegulationStore {
 }
 
 export interface RegulationEngineDependencies {
-  redis: Redis
+  redis: RedisClient
   keys: RedisKeys
   regulations: RegulationStore
   audiences: AudienceStore

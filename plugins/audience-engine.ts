@@ -19,7 +19,7 @@ export default fp(async (app) => {
   const config = app.config
   const syncQueue = new Queue<AudienceSyncJobData>(AUDIENCE_SYNC_QUEUE, {
     connection: app.redis,
-    prefix: app.keys.queuePrefix,
+    prefix: app.keys.queuePrefixOf('audience-sync'),
     defaultJobOptions: { attempts: 10, backoff: { type: 'exponential', delay: 2000 }, removeOnComplete: true, removeOnFail: { age: 7 * 24 * 3600, count: 1000 } }
   })
   syncQueue.on('error', (err) => app.log.warn({ err }, 'audience-sync queue error'))
@@ -48,7 +48,7 @@ export default fp(async (app) => {
     app.workers.ingestStages.push(engine.stage)
     worker = new Worker<AudienceSyncJobData>(AUDIENCE_SYNC_QUEUE, app.work.audienceSyncJobs.wrap(engine.createProcessor()), {
       connection: app.workerConnection,
-      prefix: app.keys.queuePrefix,
+      prefix: app.keys.queuePrefixOf('audience-sync'),
       concurrency: config.AUDIENCE_SYNC_CONCURRENCY,
       // As the other workers: a sync whose worker died goes to another after STALLED_INTERVAL_MS
       // (BullMQ's 30 s default before). Syncs resume from their cursors, so running one again is

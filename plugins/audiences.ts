@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../src/redis-client.js'
 import { conditionEvents, conditionTraits, eventLeaves, type AudienceCondition, type EventCondition } from '../src/audiences/condition.js'
 import type { RedisKeys } from '../src/keys.js'
 import { TtlCache } from '../src/ttl-cache.js'
@@ -78,7 +78,7 @@ const INITIAL_STATE: SyncState = {
 export class AudienceStore {
   private readonly cache: TtlCache<CompiledAudience[]>
 
-  constructor (private readonly redis: Redis, private readonly keys: RedisKeys, cacheTtlMs = 2000) {
+  constructor (private readonly redis: RedisClient, private readonly keys: RedisKeys, cacheTtlMs = 2000) {
     this.cache = new TtlCache(cacheTtlMs)
   }
 

@@ -11,5 +11,5 @@ declare module 'fastify' {
 
 export default fp<{ config: Config }>(async (app, { config }) => {
   app.decorate('config', config)
-  app.decorate('keys', redisKeys(config.REDIS_PREFIX))
+  app.decorate('keys', redisKeys(config.REDIS_PREFIX, { cluster: config.REDIS_CLUSTER_NODES !== undefined, ingestPartitions: config.ingestPartitions }))
 }, { name: 'config' })

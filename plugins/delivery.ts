@@ -30,7 +30,7 @@ export default fp(async (app) => {
   const config = app.config
   const deliverQueue = new Queue<DeliverJobData>(DELIVER_QUEUE, {
     connection: app.redis,
-    prefix: app.keys.queuePrefix,
+    prefix: app.keys.queuePrefixOf('deliver'),
     defaultJobOptions: {
       attempts: config.DELIVER_ATTEMPTS,
       backoff: { type: 'jitter' },
@@ -104,7 +104,7 @@ export default fp(async (app) => {
       observeGraphRequest: app.metrics.observeGraphRequest
     })), {
       connection: app.workerConnection,
-      prefix: app.keys.queuePrefix,
+      prefix: app.keys.queuePrefixOf('deliver'),
       concurrency: config.DELIVER_CONCURRENCY,
       lockDuration: config.STALLED_INTERVAL_MS,
       stalledInterval: config.STALLED_INTERVAL_MS,

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
-import type { Redis, Result } from 'ioredis'
+import type { Result } from 'ioredis'
+import type { RedisClient } from '../src/redis-client.js'
 import { decryptSecret, encryptSecret } from '../src/crypto.js'
 import { destinationVersionWarning, expiredGraphVersion, settingsWarnings } from '../src/facebook/destination-checks.js'
 import type { GraphError } from '../src/facebook/graph-response.js'
@@ -183,7 +184,7 @@ export class DestinationStore {
   private readonly bySourceCache: TtlCache<StoredDestination[]>
 
   constructor (
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: RedisKeys,
     private readonly secret: string,
     cacheTtlMs = 2000,

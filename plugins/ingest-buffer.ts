@@ -2,7 +2,8 @@ import { hash, randomUUID } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { Job, type JobsOptions, type Queue } from 'bullmq'
 import fp from 'fastify-plugin'
-import type { Redis, Result } from 'ioredis'
+import type { Result } from 'ioredis'
+import type { RedisClient } from '../src/redis-client.js'
 import { INGEST_BODY_TTL_MS, type IngestJobData, type StoredRequest } from '../jobs/queues.js'
 import type { RedisKeys } from '../src/keys.js'
 import type { WorkCounter } from '../src/work-counter.js'
@@ -262,7 +263,7 @@ export class IngestBuffer {
    * other commands of the process.
    */
   constructor (
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly queue: Queue<IngestJobData>,
     private readonly keys: RedisKeys,
     private readonly options: IngestBufferOptions

@@ -1,6 +1,6 @@
 import type { Job, Queue } from 'bullmq'
 import fp from 'fastify-plugin'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../src/redis-client.js'
 import { bodyKeysOf, INGEST_BODY_TTL_MS, type IngestJobData } from '../jobs/queues.js'
 
 export interface IngestFailure {
@@ -25,7 +25,7 @@ export interface IngestFailure {
  * replayed, purged. The bodies are raw messages: they are not kept longer than that.
  */
 export class IngestFailures {
-  constructor (private readonly queue: Queue<IngestJobData>, private readonly redis: Redis, readonly retentionMs: number) {}
+  constructor (private readonly queue: Queue<IngestJobData>, private readonly redis: RedisClient, readonly retentionMs: number) {}
 
   /** After a job's last attempt failed: its bodies live FAILED_BODY_RETENTION from now. */
   async failedForGood (data: IngestJobData): Promise<void> {

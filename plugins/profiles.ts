@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import fp from 'fastify-plugin'
-import type { ChainableCommander, Redis, Result } from 'ioredis'
+import type { ChainableCommander, Result } from 'ioredis'
+import type { RedisClient } from '../src/redis-client.js'
 import { hashedTraitKeys, type MatchKeys } from '../src/facebook/match-keys.js'
 import { isMatchKeyTrait } from '../src/facebook/trait-spellings.js'
 import type { RedisKeys } from '../src/keys.js'
@@ -272,7 +273,7 @@ export class ProfileStore {
   private readonly joinedToday = new Map<string, number>()
   private readonly linkedToday = new Map<string, number>()
 
-  constructor (private readonly redis: Redis, private readonly keys: RedisKeys, readonly retentionMs: number) {
+  constructor (private readonly redis: RedisClient, private readonly keys: RedisKeys, readonly retentionMs: number) {
     redis.defineCommand('profilesRead', { lua: PROFILES_READ })
     redis.defineCommand('profilesTouch', { lua: PROFILES_TOUCH })
     redis.defineCommand('profileRetain', { numberOfKeys: 2, lua: PROFILE_RETAIN })

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
-import type { Redis, Result } from 'ioredis'
+import type { Result } from 'ioredis'
+import type { RedisClient } from '../src/redis-client.js'
 import type { RedisKeys } from '../src/keys.js'
 
 // A source's token bucket, in Redis so that every API process (PROCESSES, replicas) spends the
@@ -51,7 +52,7 @@ export class SharedRateLimiter {
   private readonly taking = new Map<string, Promise<unknown>>()
   private readonly leaseTokens: number
 
-  constructor (private readonly redis: Redis, private readonly keys: RedisKeys, private readonly rate: number) {
+  constructor (private readonly redis: RedisClient, private readonly keys: RedisKeys, private readonly rate: number) {
     this.leaseTokens = Math.floor(rate / 10)
     redis.defineCommand('rateLimitTake', { numberOfKeys: 1, lua: TAKE })
   }

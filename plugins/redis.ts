@@ -1,20 +1,21 @@
 import fp from 'fastify-plugin'
-import { Redis } from 'ioredis'
+import { connectRedis, redisTarget, type RedisClient } from '../src/redis-client.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** Commands fail at once while Redis is unreachable, so a route can answer 503 instead of hanging. */
-    redis: Redis
+    redis: RedisClient
   }
 }
 
 export default fp(async (app) => {
-  const redis = new Redis(app.config.REDIS_URL ?? 'redis://127.0.0.1:6379', {
+  // One Redis, or a Redis Cluster (REDIS_CLUSTER_NODES): the same options for each node's connection.
+  const redis = connectRedis(redisTarget(app.config), {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     connectTimeout: 2000,
     // Keep trying while Redis is away, at most every 2 s.
-    retryStrategy: (times) => Math.min(times * 100, 2000)
+    retryStrategy: (times: number) => Math.min(times * 100, 2000)
   })
   let lastWarning = 0
   redis.on('error', (err: Error) => {
@@ -31,7 +32,7 @@ export default fp(async (app) => {
     redis.once('ready', () => { clearTimeout(timer); resolve() })
   })
   if (redis.status !== 'ready') app.log.error('redis is not reachable yet; requests that need it answer 503 until it is')
-  app.decorate('redis', redis)
+  app.decorate<RedisClient>('redis', redis)
   app.addHook('onClose', async () => {
     await redis.quit().catch(() => redis.disconnect())
   })

@@ -26,7 +26,7 @@ export default fp(async (app) => {
   const store = new RegulationStore(app.redis, app.keys)
   const queue = new Queue<RegulationJobData>(REGULATION_QUEUE, {
     connection: app.redis,
-    prefix: app.keys.queuePrefix,
+    prefix: app.keys.queuePrefixOf('regulations'),
     // The subjects live only in the job: gone once it is done.
     defaultJobOptions: { attempts: 10, backoff: { type: 'exponential', delay: 2000 }, removeOnComplete: true, removeOnFail: { age: 7 * 24 * 3600 } }
   })
@@ -52,7 +52,7 @@ export default fp(async (app) => {
     })
     worker = new Worker<RegulationJobData>(REGULATION_QUEUE, engine.createProcessor(), {
       connection: app.workerConnection,
-      prefix: app.keys.queuePrefix,
+      prefix: app.keys.queuePrefixOf('regulations'),
       concurrency: 1,
       lockDuration: app.config.STALLED_INTERVAL_MS,
       stalledInterval: app.config.STALLED_INTERVAL_MS,

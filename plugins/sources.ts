@@ -1,6 +1,6 @@
 import { createHash, hash, randomBytes, timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../src/redis-client.js'
 import type { RedisKeys } from '../src/keys.js'
 import { TtlCache } from '../src/ttl-cache.js'
 import { COUNT_ONCE } from './destinations.js'
@@ -51,7 +51,7 @@ export class SourceStore {
   private readonly cache: TtlCache<string | null>
 
   constructor (
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: RedisKeys,
     private readonly options: { cacheTtlMs: number, writeKeyGraceMs: number }
   ) {

@@ -1,6 +1,6 @@
 import { Worker } from 'bullmq'
 import fp from 'fastify-plugin'
-import { Redis } from 'ioredis'
+import { connectRedis, redisTarget, type RedisClient } from '../src/redis-client.js'
 import { createIngestProcessor, type IngestStage } from '../jobs/ingest.js'
 import { countProcessed } from '../jobs/queue-stats.js'
 import { QUEUE_NAMES, type IngestJobData } from '../jobs/queues.js'
@@ -9,7 +9,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     workers: { ingest: Worker<IngestJobData>, ingestStages: IngestStage[] }
     /** The workers' shared connection (BullMQ duplicates it for its blocking commands). */
-    workerConnection: Redis
+    workerConnection: RedisClient
   }
 }
 
@@ -19,7 +19,7 @@ declare module 'fastify' {
  * outages instead of failing. On close they finish the jobs in hand first.
  */
 export default fp(async (app) => {
-  const connection = new Redis(app.config.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
+  const connection = connectRedis(redisTarget(app.config), { maxRetriesPerRequest: null })
   connection.on('error', () => {}) // the workers' own 'error' events are logged below
   const ingestStages: IngestStage[] = []
   const ingest = new Worker<IngestJobData>(QUEUE_NAMES.ingest, app.work.ingestJobs.wrap(createIngestProcessor(ingestStages, connection, {
@@ -47,7 +47,7 @@ export default fp(async (app) => {
   countProcessed(ingest, connection, app.keys.queueProcessed)
   ingest.on('error', (err) => app.log.warn({ err }, 'ingest worker error'))
   app.decorate('workers', { ingest, ingestStages })
-  app.decorate('workerConnection', connection)
+  app.decorate<RedisClient>('workerConnection', connection)
   // Stages register during boot; start consuming once every plugin is loaded.
   app.addHook('onReady', async () => { ingest.run().catch((err) => app.log.error({ err }, 'ingest worker stopped')) })
   app.addHook('onClose', async () => {

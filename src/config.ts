@@ -2,6 +2,7 @@ import { isIP } from 'node:net'
 import envSchema from 'env-schema'
 import { Duration } from 'luxon'
 import { Type, type Static } from 'typebox'
+import { parseClusterNodes } from './redis-client.js'
 
 /**
  * The one configuration schema. Nothing else reads `process.env`: the entry point loads this
@@ -18,6 +19,12 @@ export const ConfigSchema = Type.Object({
   // Unset: `npm start` uses a Redis on 127.0.0.1:REDIS_LOCAL_PORT when one answers there, else
   // launches a local redis-server on that port.
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  // Seed nodes of a Redis Cluster, `host:port,…` (an entry may be `rediss://user:password@host:port`:
+  // its credentials and TLS apply to every node). Set, it wins over REDIS_URL.
+  REDIS_CLUSTER_NODES: Type.Optional(Type.String({ minLength: 1 })),
+  // Ingest queues, each with its own hash tag (a message's partition follows its messageId):
+  // unset, 1 on one Redis and 16 on a cluster (docs/operations.md: sizing).
+  INGEST_PARTITIONS: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
   REDIS_LOCAL_PORT: Type.Integer({ default: 6379, minimum: 1, maximum: 65535 }),
   // BullMQ loses jobs on a Redis that evicts keys: the service refuses to start on one whose
   // `maxmemory-policy` is known and is not `noeviction`, unless this is true.
@@ -105,6 +112,8 @@ type RawConfig = Static<typeof ConfigSchema>
 export interface Config extends RawConfig {
   /** TRUST_PROXY as Fastify's `trustProxy` takes it. */
   trustProxy: boolean | string[]
+  /** INGEST_PARTITIONS, or its default for the kind of Redis. */
+  ingestPartitions: number
   dedupWindowMs: number
   writeKeyGraceMs: number
   holdMaxMs: number
@@ -167,8 +176,16 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     // Node's http.Server refuses it: the headers are part of the request.
     throw new ConfigError(`HTTP_HEADERS_TIMEOUT_MS (${raw.HTTP_HEADERS_TIMEOUT_MS}) must not be above HTTP_REQUEST_TIMEOUT_MS (${raw.HTTP_REQUEST_TIMEOUT_MS})`)
   }
+  if (raw.REDIS_CLUSTER_NODES !== undefined) {
+    try {
+      parseClusterNodes(raw.REDIS_CLUSTER_NODES)
+    } catch (err) {
+      throw new ConfigError(`invalid configuration: ${(err as Error).message}`)
+    }
+  }
   return {
     ...raw,
+    ingestPartitions: raw.INGEST_PARTITIONS ?? (raw.REDIS_CLUSTER_NODES === undefined ? 1 : 16),
     trustProxy: trustProxy(raw.TRUST_PROXY),
     dedupWindowMs: durationMs('DEDUP_WINDOW', raw.DEDUP_WINDOW),
     writeKeyGraceMs: durationMs('WRITE_KEY_GRACE', raw.WRITE_KEY_GRACE),

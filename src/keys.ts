@@ -1,11 +1,28 @@
+/** How the keys are laid out: on a cluster, each queue has a hash tag of its own. */
+export interface KeyLayout {
+  cluster: boolean
+  /** INGEST_PARTITIONS. */
+  ingestPartitions: number
+}
+
+/** BullMQ's queues other than ingest's partitions. */
+export type QueueKind = 'deliver' | 'audience-sync' | 'regulations'
+
 /**
  * Redis key names, in one place. Data keys are `<prefix>:…`; keys that one Lua script touches
- * together share a `{hash tag}` so they land in one slot on Redis Cluster. BullMQ's keys use the
- * queue prefix `{<prefix>}`.
+ * together share a `{hash tag}` so they land in one slot on Redis Cluster. On one Redis, BullMQ's
+ * keys use the queue prefix `{<prefix>}` (as every build has); on a cluster each queue has its own
+ * tag — `{<prefix>:deliver}`, `{<prefix>:ingest-3}` — so the kinds of work land on different
+ * primaries.
  */
-export function redisKeys (prefix: string) {
+export function redisKeys (prefix: string, layout: KeyLayout = { cluster: false, ingestPartitions: 1 }) {
+  const queuePrefix = `{${prefix}}`
   return {
-    queuePrefix: `{${prefix}}`,
+    queuePrefix,
+    /** The BullMQ prefix of a queue of `kind`. */
+    queuePrefixOf: (kind: QueueKind) => layout.cluster ? `{${prefix}:${kind}}` : queuePrefix,
+    /** Ingest's partitions (INGEST_PARTITIONS), in order: what a flush to each writes. */
+    ingestPartitions: Array.from({ length: layout.ingestPartitions }, (_, p) => ingestPartition(prefix, queuePrefix, p, layout)),
     sources: `${prefix}:sources`,
     writeKey: (writeKeyHash: string) => `${prefix}:writekey:${writeKeyHash}`,
     sourceStats: (sourceId: string) => `${prefix}:stats:{${sourceId}}`,
@@ -63,3 +80,43 @@ export function redisKeys (prefix: string) {
 }
 
 export type RedisKeys = ReturnType<typeof redisKeys>
+
+/**
+ * One ingest partition's keys: its queue's, its jobs' bodies, its duplicate windows, its copies of
+ * the sources' suppression sets and its part of the sources' ingest counts — one hash tag for all,
+ * so a flush's script touches one slot. One partition on one Redis keeps the layout of the builds
+ * before partitions (queue `ingest`, a window per source in the source's tag): an upgrade finds
+ * its queued jobs and its windows where they were.
+ */
+function ingestPartition (prefix: string, queuePrefix: string, p: number, layout: KeyLayout) {
+  if (!layout.cluster && layout.ingestPartitions === 1) {
+    return {
+      index: 0,
+      name: 'ingest',
+      queuePrefix,
+      bodies: (jobTag: string) => `${prefix}:ingest-body:{${jobTag}}`,
+      dedupAnswer: (jobTag: string) => `${prefix}:ingest-body:{${jobTag}}:dedup`,
+      dedup: (sourceId: string) => ({ current: `${prefix}:dedup:{${sourceId}}:cur`, previous: `${prefix}:dedup:{${sourceId}}:prev`, startedAt: `${prefix}:dedup:{${sourceId}}:started` }),
+      suppressed: (sourceId: string) => `${prefix}:suppressed:{${sourceId}}`,
+      sourceStats: (sourceId: string) => `${prefix}:stats:{${sourceId}}`
+    }
+  }
+  const name = `ingest-${p}`
+  const tag = `{${prefix}:${name}}`
+  return {
+    index: p,
+    name,
+    queuePrefix: tag,
+    bodies: (jobTag: string) => `${prefix}:ingest-body:${tag}:${jobTag}`,
+    dedupAnswer: (jobTag: string) => `${prefix}:ingest-body:${tag}:${jobTag}:dedup`,
+    dedup: (sourceId: string) => ({ current: `${prefix}:dedup:${tag}:${sourceId}:cur`, previous: `${prefix}:dedup:${tag}:${sourceId}:prev`, startedAt: `${prefix}:dedup:${tag}:${sourceId}:started` }),
+    // A copy of the source's suppression set (RedisKeys.suppressed), where this partition's
+    // flushes read it.
+    suppressed: (sourceId: string) => `${prefix}:suppressed:${tag}:${sourceId}`,
+    // The ingest counts (accepted, duplicate, rejected, suppressed) this partition's flushes
+    // added: the source's stats are their sum with the source's own hash.
+    sourceStats: (sourceId: string) => `${prefix}:ingest-stats:${tag}:${sourceId}`
+  }
+}
+
+export type IngestPartitionKeys = ReturnType<typeof ingestPartition>

@@ -9,7 +9,7 @@ import { createDestination, settledStats, startDelivery, waitFor } from '../help
 const RAW = ['+1 401 555 0199', '4015550198', 'pii-one@example.com', 'pii-two@example.com', '02818', '1990-01-02', '1985-03-04', 'Smithfield']
 
 /** Every value of every key under the prefix, as text. */
-async function everything (redis: import('ioredis').Redis, prefix: string): Promise<string> {
+async function everything (redis: import('../../src/redis-client.js').RedisClient, prefix: string): Promise<string> {
   const parts: string[] = []
   for (const key of await redis.keys(`*${prefix}*`)) {
     const type = await redis.type(key)

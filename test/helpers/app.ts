@@ -25,6 +25,7 @@ export async function buildTestApp (t: Teardown, options: { env?: Record<string,
   const redis = options.redis ?? await startTestRedis()
   const config = loadConfig({
     REDIS_URL: redis.url,
+    ...(redis.clusterNodes === undefined ? {} : { REDIS_CLUSTER_NODES: redis.clusterNodes }),
     REDIS_PREFIX: redis.prefix,
     ADMIN_TOKEN,
     SECRET_KEY: 'test-secret-key-0123456789abcdef0123456789',

@@ -3,9 +3,19 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomUUID } from 'node:crypto'
 import { findOnPath, startRedisServer, type LocalRedis } from '../../src/local-redis.js'
+import { connectRedis, redisTarget, type ConnectionOptions, type RedisClient } from '../../src/redis-client.js'
+import { startTestRedisCluster } from './redis-cluster.js'
+
+/** A client of the test's Redis, one server or a cluster. */
+export function connectTestRedis (redis: TestRedis, options: ConnectionOptions = {}): RedisClient {
+  return connectRedis(redisTarget({ REDIS_URL: redis.url, REDIS_CLUSTER_NODES: redis.clusterNodes }), options)
+}
 
 export interface TestRedis {
+  /** A node's URL (on a cluster, the first seed node's: connect with `connectTestRedis`). */
   url: string
+  /** On a cluster (TEST_REDIS=cluster): REDIS_CLUSTER_NODES. */
+  clusterNodes?: string
   /** A key prefix of the test's own (matters only on a shared server). */
   prefix: string
   /** Stops the server (when the test owns one): simulates Redis going away. */
@@ -23,6 +33,20 @@ export interface TestRedis {
  */
 export async function startTestRedis (): Promise<TestRedis> {
   const prefix = `test-${randomUUID().slice(0, 8)}`
+  if (process.env.TEST_REDIS === 'cluster') {
+    const cluster = await startTestRedisCluster()
+    if (cluster === undefined) throw new Error('TEST_REDIS=cluster needs redis-server and redis-cli on PATH')
+    const all = cluster.ports.map((_, i) => i)
+    return {
+      url: `redis://127.0.0.1:${cluster.ports[0]}`,
+      clusterNodes: cluster.nodes,
+      prefix,
+      owned: true,
+      stop: async () => { for (const i of all) await cluster.stopNode(i) },
+      start: async () => { for (const i of all) await cluster.startNode(i) },
+      close: () => cluster.close()
+    }
+  }
   const binary = findOnPath('redis-server')
   if (binary === undefined) {
     const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
