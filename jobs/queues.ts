@@ -6,9 +6,6 @@ import { isPlainObject, parseTime, prepareMessage, type RequestEnvelope } from '
 import type { MessageType, SegmentMessage } from '../src/segment/types.js'
 import { faultInjection } from './isolation.js'
 
-export const QUEUE_NAMES = {
-  ingest: 'ingest'
-} as const
 
 /**
  * A request as the API stores it: what the API decided, its body as received (after

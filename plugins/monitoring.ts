@@ -30,8 +30,9 @@ declare module 'fastify' {
  */
 export default fp(async (app) => {
   const token = app.config.ADMIN_TOKEN
-  // One ingest queue today; a partitioned ingest adds its queues here and GET /v1/queues lists them as `partitions`.
-  const ingestQueues: Queue[] = [app.queues.ingest]
+  // Ingest's partitions: GET /v1/queues and /metrics give their sum as `ingest`, and each as well.
+  const ingestQueues: Queue[] = app.queues.ingestPartitions
+  const partitioned = ingestQueues.length > 1
   const queues: Queue[] = [...ingestQueues, app.deliverQueue, app.audienceSyncQueue]
 
   async function guard (request: FastifyRequest, reply: FastifyReply) {
@@ -57,19 +58,53 @@ export default fp(async (app) => {
     labelNames: ['queue', 'state'],
     registers: [],
     async collect () {
-      for (const queue of queues) {
+      const ingest = await Promise.all(ingestQueues.map((queue) => queue.getJobCounts(...QUEUE_STATES)))
+      for (const state of QUEUE_STATES) this.set({ queue: 'ingest', state }, ingest.reduce((total, counts) => total + (counts[state] ?? 0), 0))
+      for (const queue of [app.deliverQueue, app.audienceSyncQueue]) {
         const counts = await queue.getJobCounts(...QUEUE_STATES)
         for (const state of QUEUE_STATES) this.set({ queue: queue.name, state }, counts[state] ?? 0)
       }
+      if (partitionJobs !== undefined) {
+        ingest.forEach((counts, p) => { for (const state of QUEUE_STATES) partitionJobs.set({ partition: ingestQueues[p].name, state }, counts[state] ?? 0) })
+      }
     }
   }))
+  // With partitions, each one's jobs (relay_queue_jobs{queue="ingest"} is their sum).
+  const partitionJobs = partitioned
+    ? new Gauge({ name: 'relay_ingest_partition_jobs', help: 'BullMQ jobs by ingest partition and state (their sum is relay_queue_jobs{queue="ingest"})', labelNames: ['partition', 'state'], registers: [registry] })
+    : undefined
+  if (partitioned) {
+    registry.registerMetric(new Gauge({
+      name: 'relay_ingest_partition_oldest_waiting_age_seconds',
+      help: 'Age of the oldest job waiting for a worker, by ingest partition (0 when none waits)',
+      labelNames: ['partition'],
+      registers: [],
+      async collect () {
+        const ingest = (await scrapedQueueStats())[0]
+        for (const part of ingest.partitions ?? []) this.set({ partition: part.name }, (part.oldestWaitingAgeMs ?? 0) / 1000)
+      }
+    }))
+    registry.registerMetric(new Counter({
+      name: 'relay_ingest_partition_processed_jobs_total',
+      help: 'Ingest jobs completed by every worker, by partition (their sum is relay_queue_processed_jobs_total{queue="ingest"})',
+      labelNames: ['partition'],
+      registers: [],
+      async collect () {
+        this.reset()
+        const ingest = (await scrapedQueueStats())[0]
+        for (const part of ingest.partitions ?? []) this.inc({ partition: part.name }, part.processedTotal)
+      }
+    }))
+  }
   registry.registerMetric(new Gauge({
     name: 'relay_queue_oldest_waiting_age_seconds',
     help: 'Age of the oldest job waiting for a worker, by queue (since it was added; 0 when none waits); read from Redis',
     labelNames: ['queue'],
     registers: [],
     async collect () {
-      for (const stats of await scrapedQueueStats()) this.set({ queue: stats.name }, (stats.oldestWaitingAgeMs ?? 0) / 1000)
+      for (const stats of await scrapedQueueStats()) {
+        this.set({ queue: stats.name }, (stats.oldestWaitingAgeMs ?? 0) / 1000)
+      }
     }
   }))
   registry.registerMetric(new Counter({
