@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto'
 import fp from 'fastify-plugin'
-import type { ChainableCommander, Result } from 'ioredis'
-import type { RedisClient } from '../src/redis-client.js'
+import type { Cluster, Result } from 'ioredis'
+import { isCluster, type RedisClient } from '../src/redis-client.js'
+import { getMany, groupBySlot, SlotPipeline, slotOf, tagOfSlot } from '../src/slot-pipeline.js'
 import { hashedTraitKeys, type MatchKeys } from '../src/facebook/match-keys.js'
 import { isMatchKeyTrait } from '../src/facebook/trait-spellings.js'
 import type { RedisKeys } from '../src/keys.js'
@@ -156,8 +157,12 @@ return out`
 // `profile-counts` hash under that day (`_d` in the profile says which), or under `kept` (`_k`):
 // the number of profiles kept is the sum of the days not yet past, and `kept`. A profile's expiry
 // and its day's end coincide, so the count is exact. (Profiles of earlier builds are counted, and
-// get their expiry, at their next activity.)
-//   KEYS: the counts hash, then profile hashes; ARGV: the day, the time the day's profiles expire.
+// get their expiry, at their next activity.) The count moves in the same script as the profile's
+// `_d`/`_k`, which is what keeps it exact: on Redis Cluster, where profiles spread by user, a
+// source's counts are therefore one hash per slot (ProfileStore.countsKey), in the slot of the
+// profiles it counts, and the source's count is their sum.
+//   KEYS: the counts hash, then profile hashes (all in one slot on a cluster); ARGV: the day, the
+//   time the day's profiles expire.
 const PROFILES_TOUCH = `
 local counts, day, expireAt = KEYS[1], ARGV[1], ARGV[2]
 for k = 2, #KEYS do
@@ -248,6 +253,18 @@ const TOUCH_CHUNK = 500
 /** Profiles read per command: bounds the reply and the time Redis spends on one call. */
 const READ_CHUNK = 500
 
+/**
+ * A source's per-slot profile counts on a cluster (ProfileStore.countsKey), and the set of the
+ * slots that have one (what `count` reads). Not in src/keys.ts: only this store uses them.
+ */
+function profileCountKeys (keys: RedisKeys) {
+  const prefix = keys.sources.slice(0, -':sources'.length)
+  return {
+    shard: (sourceId: string, slot: number) => `${prefix}:profile-counts:${sourceId}:{${tagOfSlot(slot)}}`,
+    index: (sourceId: string) => `${prefix}:profile-count-slots:{${sourceId}}`
+  }
+}
+
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     profilesReadBuffer(numKeys: number, ...keys: string[]): Result<Buffer[][], Context>
@@ -272,8 +289,14 @@ export class ProfileStore {
   /** Joins and links this process made today: a web user's every event carries both ids. Bounded. */
   private readonly joinedToday = new Map<string, number>()
   private readonly linkedToday = new Map<string, number>()
+  private readonly cluster: boolean
+  private readonly countKeys: ReturnType<typeof profileCountKeys>
+  /** On a cluster: the count slots this process knows the source's index names (source → slots). */
+  private readonly indexedSlots = new Map<string, Set<number>>()
 
   constructor (private readonly redis: RedisClient, private readonly keys: RedisKeys, readonly retentionMs: number) {
+    this.cluster = isCluster(redis)
+    this.countKeys = profileCountKeys(keys)
     redis.defineCommand('profilesRead', { lua: PROFILES_READ })
     redis.defineCommand('profilesTouch', { lua: PROFILES_TOUCH })
     redis.defineCommand('profileRetain', { numberOfKeys: 2, lua: PROFILE_RETAIN })
@@ -289,10 +312,32 @@ export class ProfileStore {
   }
 
   /**
+   * The counts hash of a profile (its key): the source's on one Redis; on a cluster the source's
+   * one of the profile's slot, queued on `pipeline` to be named in the source's index first.
+   */
+  private countsKey (pipeline: SlotPipeline, sourceId: string, profileKey: string): string {
+    if (!this.cluster) return this.keys.profileCounts(sourceId)
+    const slot = slotOf(profileKey)
+    let indexed = this.indexedSlots.get(sourceId)
+    if (indexed === undefined) {
+      if (this.indexedSlots.size >= 1000) this.indexedSlots.clear()
+      this.indexedSlots.set(sourceId, (indexed = new Set()))
+    }
+    if (!indexed.has(slot)) {
+      const index = this.countKeys.index(sourceId)
+      const known = indexed
+      // Before the counts hash is written (a count `count` does not see would be lost); known to
+      // this process only once Redis has it.
+      pipeline.first(index, (p) => p.sadd(index, slot), () => known.add(slot))
+    }
+    return this.countKeys.shard(sourceId, slot)
+  }
+
+  /**
    * Queues on `pipeline` what activity today does to these profiles (keys): each expires
    * HISTORY_RETENTION after today unless kept, and is counted. Once a day per profile and process.
    */
-  touch (pipeline: ChainableCommander, sourceId: string, profileKeys: Iterable<string>, now: number): void {
+  touch (pipeline: SlotPipeline, sourceId: string, profileKeys: Iterable<string>, now: number): void {
     const day = Math.floor(now / DAY_MS)
     const due: string[] = []
     for (const key of profileKeys) {
@@ -301,17 +346,22 @@ export class ProfileStore {
       this.touchedToday.set(key, day)
       due.push(key)
     }
-    const counts = this.keys.profileCounts(sourceId)
-    for (let i = 0; i < due.length; i += TOUCH_CHUNK) {
-      const chunk = due.slice(i, i + TOUCH_CHUNK)
-      pipeline.profilesTouch(chunk.length + 1, counts, ...chunk, day, this.expiresAt(day))
+    // One script per slot on a cluster (the counts hash of the slot with its profiles).
+    for (const keys of groupBySlot(this.redis, due, (key) => key)) {
+      const counts = this.countsKey(pipeline, sourceId, keys[0])
+      for (let i = 0; i < keys.length; i += TOUCH_CHUNK) {
+        const chunk = keys.slice(i, i + TOUCH_CHUNK)
+        pipeline.add(chunk[0], (p) => p.profilesTouch(chunk.length + 1, counts, ...chunk, day, this.expiresAt(day)))
+      }
     }
   }
 
   /** Queues, after a membership change of the profile, whether it is kept (a member) or expires. */
-  retain (pipeline: ChainableCommander, sourceId: string, profileId: string, now: number): void {
+  retain (pipeline: SlotPipeline, sourceId: string, profileId: string, now: number): void {
     const day = Math.floor(now / DAY_MS)
-    pipeline.profileRetain(this.keys.profileCounts(sourceId), this.keys.profile(sourceId, profileId), day, this.expiresAt(day))
+    const key = this.keys.profile(sourceId, profileId)
+    const counts = this.countsKey(pipeline, sourceId, key)
+    pipeline.add(key, (p) => p.profileRetain(counts, key, day, this.expiresAt(day)))
   }
 
   /**
@@ -321,13 +371,14 @@ export class ProfileStore {
   async recordConsent (sourceId: string, latest: Map<string, { consent: Consent, at: number }>): Promise<Map<string, Consent | undefined>> {
     const changed = new Map<string, Consent | undefined>()
     if (latest.size === 0) return changed
-    const pipeline = this.redis.pipeline()
+    const pipeline = new SlotPipeline(this.redis)
     const ids = [...latest.keys()]
     for (const id of ids) {
       const { consent, at } = latest.get(id)!
-      pipeline.profileConsentSet(this.keys.profile(sourceId, id), consentJson(consent), at)
+      const key = this.keys.profile(sourceId, id)
+      pipeline.add(key, (p) => p.profileConsentSet(key, consentJson(consent), at))
     }
-    const answers = (await pipeline.exec())!
+    const answers = await pipeline.exec()
     answers.forEach(([err, old], i) => {
       if (err !== null) throw err
       if (typeof old !== 'string') return
@@ -340,13 +391,31 @@ export class ProfileStore {
 
   /** Removes a profile (keys, traits, history, consent) and its count; 1 when there was one. */
   async drop (sourceId: string, profileId: string): Promise<number> {
-    return this.redis.profileDrop(this.keys.profileCounts(sourceId), this.keys.profile(sourceId, profileId))
+    const key = this.keys.profile(sourceId, profileId)
+    // A profile that exists was counted, so its slot's counts hash is in the index already.
+    const counts = this.cluster ? this.countKeys.shard(sourceId, slotOf(key)) : this.keys.profileCounts(sourceId)
+    return this.redis.profileDrop(counts, key)
   }
 
   /** How many profiles the source keeps: those of days not yet expired, and audience members. */
   async count (sourceId: string, now = Date.now()): Promise<number> {
-    const key = this.keys.profileCounts(sourceId)
-    const counts = await this.redis.hgetall(key)
+    if (!this.cluster) return this.countOf(this.keys.profileCounts(sourceId), await this.redis.hgetall(this.keys.profileCounts(sourceId)), now)
+    // On a cluster: the sum of the source's counts hashes, one per slot with profiles.
+    const slots = await this.redis.smembers(this.countKeys.index(sourceId))
+    const read = new SlotPipeline(this.redis)
+    const shards = slots.map((slot) => this.countKeys.shard(sourceId, Number(slot)))
+    for (const shard of shards) read.add(shard, (p) => p.hgetall(shard))
+    const answers = await read.exec()
+    let total = 0
+    for (const [i, [err, counts]] of answers.entries()) {
+      if (err !== null) throw err
+      total += await this.countOf(shards[i], counts as Record<string, string>, now)
+    }
+    return Math.max(0, total)
+  }
+
+  /** The profiles a counts hash counts (read as `counts`); its days past are removed. */
+  private async countOf (key: string, counts: Record<string, string>, now: number): Promise<number> {
     let total = 0
     const expired: string[] = []
     for (const [field, value] of Object.entries(counts)) {
@@ -358,14 +427,34 @@ export class ProfileStore {
   }
 
   /**
+   * Removes the source's counts (its source is deleted): on a cluster the counts hash of each
+   * slot and their index, one key at a time (they are in different slots).
+   */
+  async dropCounts (sourceId: string): Promise<void> {
+    if (!this.cluster) {
+      await this.redis.del(this.keys.profileCounts(sourceId))
+      return
+    }
+    const index = this.countKeys.index(sourceId)
+    const slots = await this.redis.smembers(index)
+    const pipeline = new SlotPipeline(this.redis)
+    for (const slot of slots) {
+      const shard = this.countKeys.shard(sourceId, Number(slot))
+      pipeline.add(shard, (p) => p.del(shard))
+    }
+    await pipeline.exec()
+    await this.redis.del(index, this.keys.profileCounts(sourceId))
+    this.indexedSlots.delete(sourceId)
+  }
+
+  /**
    * The profile id of each message's user: its userId (or the user an alias joined it to), else
    * the user its anonymousId is linked to, else `anon:<anonymousId>`.
    */
   async identities (sourceId: string, users: Array<{ type?: string, userId?: string, anonymousId?: string, previousId?: string }>): Promise<Array<string | undefined>> {
     const pending = users.map((u, i) => [u, i] as const).filter(([u]) => u.userId === undefined && u.anonymousId !== undefined)
-    const linked = pending.length === 0
-      ? []
-      : await this.redis.mget(...pending.map(([u]) => this.keys.anonymousLink(sourceId, u.anonymousId!)))
+    // One MGET on one Redis; the links are in their ids' slots, so a GET each on a cluster.
+    const linked = await getMany(this.redis, pending.map(([u]) => this.keys.anonymousLink(sourceId, u.anonymousId!)))
     const result = users.map((u) => u.userId)
     pending.forEach(([u, i], n) => { result[i] = linked[n] ?? `anon:${u.anonymousId}` })
     // A message carrying both ids (an identify, a track) or an alias links its anonymous id for
@@ -390,7 +479,7 @@ export class ProfileStore {
     for (let hop = 0; hop < 3; hop++) {
       const users = [...new Set(result.filter((id): id is string => id !== undefined && !id.startsWith('anon:')))]
       if (users.length === 0) return result
-      const targets = await this.redis.mget(...users.map((id) => this.keys.userLink(sourceId, id)))
+      const targets = await getMany(this.redis, users.map((id) => this.keys.userLink(sourceId, id)))
       const moved = new Map<string, string>()
       users.forEach((id, i) => { if (targets[i] !== null && targets[i] !== id) moved.set(id, targets[i]!) })
       if (moved.size === 0) return result
@@ -400,13 +489,16 @@ export class ProfileStore {
   }
 
   /** Queues an identify's profile update on `pipeline`. */
-  applyIdentify (pipeline: ChainableCommander, sourceId: string, profileId: string, anonymousId: string | undefined, fields: Record<string, string | Buffer>): void {
-    if (Object.keys(fields).length > 0) pipeline.hset(this.keys.profile(sourceId, profileId), fields)
+  applyIdentify (pipeline: SlotPipeline, sourceId: string, profileId: string, anonymousId: string | undefined, fields: Record<string, string | Buffer>): void {
+    if (Object.keys(fields).length > 0) {
+      const key = this.keys.profile(sourceId, profileId)
+      pipeline.add(key, (p) => p.hset(key, fields))
+    }
     if (anonymousId !== undefined) this.link(pipeline, sourceId, anonymousId, profileId)
   }
 
   /** Queues the link of an anonymous id (or an aliased id) to its user, for HISTORY_RETENTION. */
-  link (pipeline: ChainableCommander, sourceId: string, anonymousId: string, profileId: string, now = Date.now()): void {
+  link (pipeline: SlotPipeline, sourceId: string, anonymousId: string, profileId: string, now = Date.now()): void {
     if (profileId.startsWith('anon:')) return
     // Renewed once a day per process: the link's life is HISTORY_RETENTION from the last one.
     const day = Math.floor(now / DAY_MS)
@@ -414,13 +506,15 @@ export class ProfileStore {
     if (this.linkedToday.get(link) === day) return
     if (this.linkedToday.size >= 100_000) this.linkedToday.clear()
     this.linkedToday.set(link, day)
-    pipeline.set(this.keys.anonymousLink(sourceId, anonymousId), profileId, 'PX', this.retentionMs)
+    const key = this.keys.anonymousLink(sourceId, anonymousId)
+    pipeline.add(key, (p) => p.set(key, profileId, 'PX', this.retentionMs))
   }
 
   /** Queues the link of a former user id to the user an alias joined it to. */
-  linkUser (pipeline: ChainableCommander, sourceId: string, formerUserId: string, profileId: string): void {
+  linkUser (pipeline: SlotPipeline, sourceId: string, formerUserId: string, profileId: string): void {
     if (formerUserId === profileId || profileId.startsWith('anon:')) return
-    pipeline.set(this.keys.userLink(sourceId, formerUserId), profileId, 'PX', this.retentionMs)
+    const key = this.keys.userLink(sourceId, formerUserId)
+    pipeline.add(key, (p) => p.set(key, profileId, 'PX', this.retentionMs))
   }
 
   /**
@@ -430,7 +524,9 @@ export class ProfileStore {
    * two joins of one profile race, without a read-modify-write: `from` is first claimed for
    * `into` in its own slot (a profile claimed for another user is not joined again), then added
    * into `into` by a script that records the claim there (a replay adds nothing), then removed.
-   * Each step touches one hash slot, as Redis Cluster needs.
+   * Each step touches one hash slot, as Redis Cluster needs (the drop's counts hash is the one of
+   * `from`'s slot there), and each is idempotent, so a join cut short by a crash is finished by
+   * the next one (the claim answers `from`'s fields again for the same `into`).
    */
   async merge (sourceId: string, from: string, into: string, now = Date.now()): Promise<boolean> {
     if (from === into) return false
@@ -445,7 +541,7 @@ export class ProfileStore {
     if (pairs === null || pairs.length === 0) return false
     const claim = `_m:${createHash('sha256').update(from).digest('base64url').slice(0, 12)}`
     await this.redis.profileMergeInto(this.keys.profile(sourceId, into), claim, ...pairs)
-    await this.redis.profileDrop(this.keys.profileCounts(sourceId), fromKey)
+    await this.drop(sourceId, from)
     return true
   }
 
@@ -454,12 +550,33 @@ export class ProfileStore {
   }
 
   async getMany (sourceId: string, profileIds: string[]): Promise<Profile[]> {
+    if (this.cluster) return this.getManyOnCluster(sourceId, profileIds)
     const reads: Array<Promise<Buffer[][]>> = []
     for (let i = 0; i < profileIds.length; i += READ_CHUNK) {
       const keys = profileIds.slice(i, i + READ_CHUNK).map((id) => this.keys.profile(sourceId, id))
       reads.push(this.redis.profilesReadBuffer(keys.length, ...keys))
     }
     return (await Promise.all(reads)).flat().map(readProfilePairs)
+  }
+
+  /** getMany on a cluster: one read per slot (a script keeps to one), pipelined per primary. */
+  private async getManyOnCluster (sourceId: string, profileIds: string[]): Promise<Profile[]> {
+    const places = profileIds.map((id, i) => ({ key: this.keys.profile(sourceId, id), i }))
+    const read = new SlotPipeline(this.redis as Cluster)
+    const groups: Array<Array<{ key: string, i: number }>> = []
+    for (const group of groupBySlot(this.redis, places, (place) => place.key)) {
+      for (let i = 0; i < group.length; i += READ_CHUNK) {
+        const chunk = group.slice(i, i + READ_CHUNK)
+        groups.push(chunk)
+        read.add(chunk[0].key, (p) => p.profilesReadBuffer(chunk.length, ...chunk.map((place) => place.key)))
+      }
+    }
+    const profiles: Profile[] = new Array(profileIds.length)
+    for (const [g, [err, answer]] of (await read.exec()).entries()) {
+      if (err !== null) throw err
+      groups[g].forEach((place, j) => { profiles[place.i] = readProfilePairs((answer as Buffer[][])[j]) })
+    }
+    return profiles
   }
 }
 
