@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { DelayedError, type Job, type Queue } from 'bullmq'
-import type { ChainableCommander, Result } from 'ioredis'
-import type { RedisClient } from '../src/redis-client.js'
+import type { Result } from 'ioredis'
+import { isCluster, type RedisClient } from '../src/redis-client.js'
+import { groupBySlot, orderedPrimaries, SlotPipeline } from '../src/slot-pipeline.js'
 import { compile, type AudienceStore, type CompiledAudience, type StoredAudience, type SyncState } from '../plugins/audiences.js'
 import { profileFields, readProfile, type ProfileStore } from '../plugins/profiles.js'
 import { matchesWhere, MAX_EVENT_NAME_BYTES } from '../src/audiences/condition.js'
@@ -91,7 +92,8 @@ end
 return 1`
 
 // Adds a job's history counts (KEYS: profile hashes; ARGV, per key: how many fields, then each
-// field and its count), in one command instead of one HINCRBY per message.
+// field and its count), in one command instead of one HINCRBY per message. On a cluster, one
+// command per slot (profiles spread by user): a script keeps to one slot.
 const HISTORY_ADD = `
 local a = 1
 for k = 1, #KEYS do
@@ -177,7 +179,8 @@ export class AudienceEngine {
     const today = dayNumber(now)
     const oldestDay = dayNumber(now - this.deps.retentionMs)
     const ownAudienceIds = new Set(audiences.map((a) => a.id))
-    const writes = redis.pipeline()
+    // Profiles, links and counts of many users: one pipeline on one Redis, one per primary on a cluster.
+    const writes = new SlotPipeline(redis)
     const affected: Affected = new Map()
     /** Profile key → history field → how many of this job's messages count there. */
     const history = new Map<string, Map<string, number>>()
@@ -266,23 +269,24 @@ export class AudienceEngine {
           for (const field of fields) counts.set(field, (counts.get(field) ?? 0) + 1)
         }
         if (fields.length > 0 && this.prunedToday.get(profileKey) !== today) {
-          writes.historyPrune(profileKey, today, oldestDay)
+          writes.add(profileKey, (p) => p.historyPrune(profileKey, today, oldestDay))
           if (this.prunedToday.size >= 100_000) this.prunedToday.clear()
           this.prunedToday.set(profileKey, today)
         }
       }
     }
     // The job's counts in one command per chunk of users, not one HINCRBY each.
-    const profileKeys = [...history.keys()]
-    for (let i = 0; i < profileKeys.length; i += HISTORY_CHUNK) {
-      const chunk = profileKeys.slice(i, i + HISTORY_CHUNK)
-      const args: Array<string | number> = []
-      for (const key of chunk) {
-        const counts = history.get(key)!
-        args.push(counts.size)
-        for (const [field, n] of counts) args.push(field, n)
+    for (const profileKeys of groupBySlot(redis, [...history.keys()], (key) => key)) {
+      for (let i = 0; i < profileKeys.length; i += HISTORY_CHUNK) {
+        const chunk = profileKeys.slice(i, i + HISTORY_CHUNK)
+        const args: Array<string | number> = []
+        for (const key of chunk) {
+          const counts = history.get(key)!
+          args.push(counts.size)
+          for (const [field, n] of counts) args.push(field, n)
+        }
+        writes.add(chunk[0], (p) => p.historyAdd(chunk.length, ...chunk, ...args))
       }
-      writes.historyAdd(chunk.length, ...chunk, ...args)
     }
     profiles.touch(writes, sourceId, active, now)
     for (const profileId of retained) profiles.retain(writes, sourceId, profileId, now)
@@ -306,16 +310,21 @@ export class AudienceEngine {
    */
   private async dropMemberships (profileId: string, audiences: CompiledAudience[]): Promise<void> {
     const { redis, keys } = this.deps
-    const read = redis.pipeline()
-    for (const audience of audiences) read.zscore(keys.audienceMembers(audience.id), profileId)
-    const scores = (await read.exec())!.map(([, score]) => score as string | null)
-    const writes = redis.pipeline()
+    // Each audience's keys are in its own slot.
+    const read = new SlotPipeline(redis)
+    for (const audience of audiences) {
+      const members = keys.audienceMembers(audience.id)
+      read.add(members, (p) => p.zscore(members, profileId))
+    }
+    const scores = (await read.exec()).map(([, score]) => score as string | null)
+    const writes = new SlotPipeline(redis)
     const left: string[] = []
     audiences.forEach((audience, i) => {
       if (scores[i] === null) return
-      writes.zrem(keys.audienceMembers(audience.id), profileId)
-      writes.zrem(keys.audienceLapses(audience.id), profileId)
-      writes.xadd(keys.audienceChanges(audience.id), '*', 'u', profileId, 'm', '0')
+      writes.add(keys.audienceMembers(audience.id), (p) => p
+        .zrem(keys.audienceMembers(audience.id), profileId)
+        .zrem(keys.audienceLapses(audience.id), profileId)
+        .xadd(keys.audienceChanges(audience.id), '*', 'u', profileId, 'm', '0'))
       left.push(audience.id)
     })
     if (writes.length === 0) return
@@ -365,14 +374,19 @@ export class AudienceEngine {
     const { redis, keys } = this.deps
     const profileIds = [...affected.keys()]
     await this.ensureCodes(sourceId, affected)
-    const read = redis.pipeline()
+    // Profiles (a slot per user) and audiences (a slot each): one pipeline per primary on a cluster.
+    const read = new SlotPipeline(redis)
     for (const id of profileIds) {
-      read.hgetallBuffer(keys.profile(sourceId, id))
-      for (const audience of affected.get(id)!) read.zscore(keys.audienceMembers(audience.id), id)
+      const profileKey = keys.profile(sourceId, id)
+      read.add(profileKey, (p) => p.hgetallBuffer(profileKey))
+      for (const audience of affected.get(id)!) {
+        const members = keys.audienceMembers(audience.id)
+        read.add(members, (p) => p.zscore(members, id))
+      }
     }
-    const answers = (await read.exec())!
+    const answers = await read.exec()
     const now = this.now()
-    const writes = redis.pipeline()
+    const writes = new SlotPipeline(redis)
     const changedAudiences = new Set<string>()
     let changes = 0
     let a = 0
@@ -399,15 +413,16 @@ export class AudienceEngine {
         }
         const wasMember = since !== null
         if (result.member) {
-          if (result.lapsesAt !== undefined) writes.zadd(keys.audienceLapses(audience.id), result.lapsesAt, id)
-          else if (wasMember) writes.zrem(keys.audienceLapses(audience.id), id)
+          const lapses = keys.audienceLapses(audience.id)
+          if (result.lapsesAt !== undefined) writes.add(lapses, (p) => p.zadd(lapses, result.lapsesAt!, id))
+          else if (wasMember) writes.add(lapses, (p) => p.zrem(lapses, id))
           if (!wasMember) {
             applyChange(writes, keys, sourceId, audience, id, true, now, mode)
             changedAudiences.add(audience.id)
             changes++
           }
         } else if (wasMember) {
-          writes.zrem(keys.audienceLapses(audience.id), id)
+          writes.add(keys.audienceLapses(audience.id), (p) => p.zrem(keys.audienceLapses(audience.id), id))
           applyChange(writes, keys, sourceId, audience, id, false, now, mode)
           changedAudiences.add(audience.id)
           changes++
@@ -458,19 +473,30 @@ export class AudienceEngine {
     const compiled = compile(audience)
     await this.loadCodes(audience.sourceId)
     this.codesLoadedAt.set(audience.sourceId, Date.now())
-    // Every user with history or traits has a profile hash: one scan finds them all.
-    let cursor = state.buildCursor
-    do {
-      const [next, found] = await redis.scan(cursor, 'MATCH', keys.profilePattern(audience.sourceId), 'COUNT', CHUNK)
+    // Every user with history or traits has a profile hash: one scan finds them all — on a
+    // cluster one scan per primary, in turn; the cursor is then `<primary's place>:<its cursor>`
+    // (primaries ordered by address). Should the primaries change meanwhile, a resumed build may
+    // evaluate some users twice, which changes nothing (a build adds members with NX and writes no
+    // change log).
+    const primaries = orderedPrimaries(redis)
+    const cluster = isCluster(redis)
+    let [node, cursor] = cluster && state.buildCursor.includes(':')
+      ? [Number(state.buildCursor.split(':')[0]), state.buildCursor.split(':')[1]]
+      : [0, state.buildCursor]
+    while (node < primaries.length) {
+      const [next, found] = await primaries[node].scan(cursor, 'MATCH', keys.profilePattern(audience.sourceId), 'COUNT', CHUNK)
       if (found.length > 0) {
         const affected: Affected = new Map()
         for (const key of found) affected.set(key.slice(key.lastIndexOf('{') + 1, -1), new Set([compiled]))
         await this.reevaluate(audience.sourceId, affected, 'build')
       }
       cursor = next
+      if (cursor === '0') node++
+      if (node >= primaries.length) break
       // Resumable: a crash continues from the last finished chunk.
-      await audiences.setState(audience.id, { buildCursor: cursor })
-    } while (cursor !== '0')
+      await audiences.setState(audience.id, { buildCursor: cluster ? `${node}:${cursor}` : cursor })
+    }
+    await audiences.setState(audience.id, { buildCursor: '0' })
     await audiences.setState(audience.id, { built: true, status: 'syncing' })
   }
 
@@ -643,9 +669,10 @@ export class AudienceEngine {
       if (members.length > 0) {
         if (writeProfiles) {
           // The engine keeps the profile's property (its own identifies do not write it).
-          const writes = redis.pipeline()
+          const writes = new SlotPipeline(redis)
           for (const id of members) {
-            writes.hset(keys.profile(audience.sourceId, id), `a:${audience.key}`, member ? '1' : '0')
+            const profileKey = keys.profile(audience.sourceId, id)
+            writes.add(profileKey, (p) => p.hset(profileKey, `a:${audience.key}`, member ? '1' : '0'))
             this.deps.profiles.retain(writes, audience.sourceId, id, this.now())
           }
           await writes.exec()
@@ -774,10 +801,13 @@ function identifyUpdate (message: SegmentMessage, legacyBirthday: boolean, ownAu
   return { fields, traits, ownEmission }
 }
 
-function applyChange (writes: ChainableCommander, keys: RedisKeys, sourceId: string, audience: StoredAudience, profileId: string, member: boolean, now: number, mode: 'realtime' | 'build'): void {
-  if (member) writes.zadd(keys.audienceMembers(audience.id), 'NX', now, profileId)
-  else writes.zrem(keys.audienceMembers(audience.id), profileId)
-  writes.hset(keys.profile(sourceId, profileId), `a:${audience.key}`, member ? '1' : '0')
+function applyChange (writes: SlotPipeline, keys: RedisKeys, sourceId: string, audience: StoredAudience, profileId: string, member: boolean, now: number, mode: 'realtime' | 'build'): void {
+  const members = keys.audienceMembers(audience.id)
+  if (member) writes.add(members, (p) => p.zadd(members, 'NX', now, profileId))
+  else writes.add(members, (p) => p.zrem(members, profileId))
+  const profileKey = keys.profile(sourceId, profileId)
+  writes.add(profileKey, (p) => p.hset(profileKey, `a:${audience.key}`, member ? '1' : '0'))
   // While building, the initial sync sends every member: no change log needed.
-  if (mode === 'realtime') writes.xadd(keys.audienceChanges(audience.id), '*', 'u', profileId, 'm', member ? '1' : '0')
+  const changes = keys.audienceChanges(audience.id)
+  if (mode === 'realtime') writes.add(changes, (p) => p.xadd(changes, '*', 'u', profileId, 'm', member ? '1' : '0'))
 }

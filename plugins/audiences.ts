@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import type { RedisClient } from '../src/redis-client.js'
 import { conditionEvents, conditionTraits, eventLeaves, type AudienceCondition, type EventCondition } from '../src/audiences/condition.js'
 import type { RedisKeys } from '../src/keys.js'
+import { SlotPipeline } from '../src/slot-pipeline.js'
 import { TtlCache } from '../src/ttl-cache.js'
 
 export type SyncStatus = 'building' | 'syncing' | 'idle' | 'failed'
@@ -87,10 +88,12 @@ export class AudienceStore {
     const audience: StoredAudience = { id: `aud_${randomBytes(8).toString('hex')}`, ...input, createdAt: new Date().toISOString() }
     const claimed = await this.redis.hsetnx(this.keys.audienceKeys(input.sourceId), input.key, audience.id)
     if (claimed === 0) return undefined
-    await this.redis.pipeline()
-      .hset(this.keys.audiences, audience.id, JSON.stringify(audience))
-      .sadd(this.keys.sourceAudiences(input.sourceId), audience.id)
-      .hset(this.keys.audienceState(audience.id), serializeState({ ...INITIAL_STATE, syncedChangeId: '0-0' }))
+    // Three slots on a cluster: the list of audiences, the source's, the audience's own.
+    const { audiences, sourceAudiences, audienceState } = this.keys
+    await new SlotPipeline(this.redis)
+      .add(audiences, (p) => p.hset(audiences, audience.id, JSON.stringify(audience)))
+      .add(sourceAudiences(input.sourceId), (p) => p.sadd(sourceAudiences(input.sourceId), audience.id))
+      .add(audienceState(audience.id), (p) => p.hset(audienceState(audience.id), serializeState({ ...INITIAL_STATE, syncedChangeId: '0-0' })))
       .exec()
     this.cache.delete(input.sourceId)
     return audience
@@ -112,20 +115,23 @@ export class AudienceStore {
 
   /** Stops evaluating the audience and frees its key; the data stays until the members are sent `false`. */
   async markDeleted (audience: StoredAudience): Promise<void> {
-    await this.redis.pipeline()
-      .hset(this.keys.audiences, audience.id, JSON.stringify({ ...audience, deleted: true }))
-      .srem(this.keys.sourceAudiences(audience.sourceId), audience.id)
-      .hdel(this.keys.audienceKeys(audience.sourceId), audience.key)
+    const { audiences, sourceAudiences, audienceKeys } = this.keys
+    await new SlotPipeline(this.redis)
+      .add(audiences, (p) => p.hset(audiences, audience.id, JSON.stringify({ ...audience, deleted: true })))
+      .add(sourceAudiences(audience.sourceId), (p) => p.srem(sourceAudiences(audience.sourceId), audience.id))
+      .add(audienceKeys(audience.sourceId), (p) => p.hdel(audienceKeys(audience.sourceId), audience.key))
       .exec()
     this.cache.delete(audience.sourceId)
   }
 
   async remove (audience: StoredAudience): Promise<void> {
-    await this.redis.pipeline()
-      .hdel(this.keys.audiences, audience.id)
-      .srem(this.keys.sourceAudiences(audience.sourceId), audience.id)
-      .hdel(this.keys.audienceKeys(audience.sourceId), audience.key)
+    const { audiences, sourceAudiences, audienceKeys } = this.keys
+    await new SlotPipeline(this.redis)
+      .add(audiences, (p) => p.hdel(audiences, audience.id))
+      .add(sourceAudiences(audience.sourceId), (p) => p.srem(sourceAudiences(audience.sourceId), audience.id))
+      .add(audienceKeys(audience.sourceId), (p) => p.hdel(audienceKeys(audience.sourceId), audience.key))
       .exec()
+    // All under the audience's tag: one slot.
     const state = this.keys.audienceState(audience.id)
     await this.redis.del(state, `${state}:pending`, this.keys.audienceMembers(audience.id), this.keys.audienceLapses(audience.id), this.keys.audienceChanges(audience.id))
     this.cache.delete(audience.sourceId)
