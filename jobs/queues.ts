@@ -6,7 +6,6 @@ import { isPlainObject, parseTime, prepareMessage, type RequestEnvelope } from '
 import type { MessageType, SegmentMessage } from '../src/segment/types.js'
 import { faultInjection } from './isolation.js'
 
-
 /**
  * A request as the API stores it: what the API decided, its body as received (after
  * decompression) being a field of the job's `bodies` hash. The worker parses the body again and
@@ -29,6 +28,13 @@ export interface StoredRequest {
   body?: number
   /** Where its body is, in jobs stored by earlier builds (a string key of its own). */
   bodyKey?: string
+  /**
+   * A part of a batch whose messages went to several ingest partitions: its body holds only this
+   * partition's messages, and `positions[k]` is message k's index in the batch as sent (the id a
+   * message without one is given follows it). Absent: the body is the request as sent. `skip`
+   * and `checked` count in the part's own order.
+   */
+  positions?: number[]
   /** Indexes in `batch` not to process: rejected, or repeats of an id earlier in the same flush. */
   skip?: number[]
   /**
@@ -120,7 +126,7 @@ export function jobMessages (
         faultInjection.at?.('prepare', isPlainObject(item) ? item : {})
         // The API accepted it: the same checks pass again (a failure is a bug, or a build whose
         // rules differ from the API's that accepted it).
-        const prepared = prepareMessage(item, envelope, index)
+        const prepared = prepareMessage(item, envelope, request.positions?.[index] ?? index)
         if (!prepared.ok) throw new Error(`stored message ${index} no longer passes: ${prepared.error}`)
         out.push([request.sourceId, prepared.message])
       } catch (error) {

@@ -5,7 +5,7 @@ import fp from 'fastify-plugin'
 import type { Result } from 'ioredis'
 import type { RedisClient } from '../src/redis-client.js'
 import { INGEST_BODY_TTL_MS, type IngestJobData, type StoredRequest } from '../jobs/queues.js'
-import type { RedisKeys } from '../src/keys.js'
+import type { IngestPartitionKeys, RedisKeys } from '../src/keys.js'
 import type { WorkCounter } from '../src/work-counter.js'
 
 // BullMQ's own add script and the version its command names carry: the flush script runs it.
@@ -36,6 +36,8 @@ export interface Submission {
   ids: string[]
   indexes: number[]
   rejected: number
+  /** The ingest partition its messages go to (src/ingest-partitions.ts); 0 when absent. */
+  partition?: number
   /**
    * When the source has suppressed subjects: every valid message's index, userId and anonymousId
    * (undefined when absent), in order. The flush's script looks them up in the suppression set.
@@ -250,30 +252,48 @@ export interface IngestBufferOptions {
  * flush takes them all.
  */
 export class IngestBuffer {
-  private pending: Pending[] = []
-  /** Valid messages in `pending`. */
-  private pendingMessages = 0
-  private inFlight = 0
-  private scheduled = false
+  /** A buffer per ingest partition: a flush writes one partition's keys only (one hash slot). */
+  private readonly partitions: PartitionBuffer[]
   private backlogJobs = 0
   private readonly backlogTimer: NodeJS.Timeout
   private readonly maxInFlight: number
   /**
    * `redis`: a connection of the buffer's own, for its script: flushes do not queue behind the
-   * other commands of the process.
+   * other commands of the process. `queues`: ingest's partitions, in the order of `keys.ingestPartitions`.
    */
   constructor (
     private readonly redis: RedisClient,
-    private readonly queue: Queue<IngestJobData>,
-    private readonly keys: RedisKeys,
+    queues: Array<Queue<IngestJobData>>,
+    keys: RedisKeys,
     private readonly options: IngestBufferOptions
   ) {
-    this.maxInFlight = options.maxInFlight ?? 8
+    // Up to 8 flushes in flight in all by default, at least 2 a partition (one in flight, the
+    // next one filling).
+    this.maxInFlight = options.maxInFlight ?? Math.max(2, Math.ceil(8 / queues.length))
+    this.partitions = queues.map((queue, p) => ({ queue, keys: keys.ingestPartitions[p], pending: [], pendingMessages: 0, inFlight: 0, scheduled: false }))
     redis.defineCommand('ingestFlush', { lua: FLUSH })
     // The backlog is read once a second, not per request.
     this.backlogTimer = setInterval(() => { this.refreshBacklog() }, 1000)
     this.backlogTimer.unref()
     this.refreshBacklog()
+  }
+
+  /**
+   * Stores a request's parts (one per partition its messages go to) and answers once all are
+   * stored: their results summed. Should one part fail, the request fails (the client sends it
+   * again; the parts already stored are then duplicates).
+   */
+  submitParts (parts: Submission[]): Promise<SubmitResult> {
+    if (parts.length === 1) return this.submit(parts[0])
+    return Promise.all(parts.map((part) => this.submit(part))).then((results) => {
+      const sum: SubmitResult = { accepted: 0, duplicate: 0, suppressed: 0 }
+      for (const result of results) {
+        sum.accepted += result.accepted
+        sum.duplicate += result.duplicate
+        sum.suppressed += result.suppressed
+      }
+      return sum
+    })
   }
 
   /** Stores one request's valid messages (the worker skips those the duplicate check finds) and counts its rejected ones. */
@@ -287,9 +307,10 @@ export class IngestBuffer {
       const pending = submission as Pending
       pending.resolve = resolve
       pending.reject = reject
-      this.pending.push(pending)
-      this.pendingMessages += submission.valid
-      this.schedule()
+      const partition = this.partitions[submission.partition ?? 0]
+      partition.pending.push(pending)
+      partition.pendingMessages += submission.valid
+      this.schedule(partition)
     })
   }
 
@@ -299,35 +320,36 @@ export class IngestBuffer {
 
   private refreshBacklog (): void {
     if (this.redis.status !== 'ready') return
-    this.queue.getWaitingCount().then((count) => { this.backlogJobs = count }, () => {})
+    Promise.all(this.partitions.map((partition) => partition.queue.getWaitingCount()))
+      .then((counts) => { this.backlogJobs = counts.reduce((total, count) => total + count, 0) }, () => {})
   }
 
-  private schedule (): void {
-    if (this.scheduled || this.inFlight >= this.maxInFlight) return
-    this.scheduled = true
+  private schedule (partition: PartitionBuffer): void {
+    if (partition.scheduled || partition.inFlight >= this.maxInFlight) return
+    partition.scheduled = true
     // setImmediate lets every request parsed in this turn of the event loop join the flush.
     setImmediate(() => {
-      this.scheduled = false
-      this.flush()
+      partition.scheduled = false
+      this.flush(partition)
     })
   }
 
-  private flush (): void {
-    while (this.pending.length > 0 && this.inFlight < this.maxInFlight) {
+  private flush (partition: PartitionBuffer): void {
+    while (partition.pending.length > 0 && partition.inFlight < this.maxInFlight) {
       // While a flush is in flight, the next one waits to be full: small requests (single
       // messages) then share few, large flushes — each flush costs about as much as a request.
-      if (this.inFlight > 0 && this.pendingMessages < this.options.maxJobMessages) return
+      if (partition.inFlight > 0 && partition.pendingMessages < this.options.maxJobMessages) return
       const group: Pending[] = []
       let size = 0
-      while (this.pending.length > 0 && (group.length === 0 || size + this.pending[0].valid <= this.options.maxJobMessages)) {
-        const next = this.pending.shift()!
+      while (partition.pending.length > 0 && (group.length === 0 || size + partition.pending[0].valid <= this.options.maxJobMessages)) {
+        const next = partition.pending.shift()!
         size += next.valid
         group.push(next)
       }
-      this.pendingMessages -= size
-      this.inFlight++
+      partition.pendingMessages -= size
+      partition.inFlight++
       if (this.options.flushes !== undefined) this.options.flushes.started++
-      this.commit(group)
+      this.commit(partition, group)
         .then(
           (results) => { group.forEach((p, i) => p.resolve(results[i])) },
           (err: Error) => {
@@ -336,19 +358,20 @@ export class IngestBuffer {
             group.forEach((p) => p.reject(unavailable))
           })
         .finally(() => {
-          this.inFlight--
+          partition.inFlight--
           if (this.options.flushes !== undefined) this.options.flushes.finished++
-          if (this.pending.length > 0) this.schedule()
+          if (partition.pending.length > 0) this.schedule(partition)
         })
     }
   }
 
   /**
    * Stores a flush in one round trip that Redis applies alone (FLUSH): the job, its bodies as one
-   * hash (one tag for the job: one hash slot), then per source the duplicate check with the
-   * counts. The job does not wait for the check's answer: the worker reads it from the answer key.
+   * hash, then per source the duplicate check with the counts — every key the partition's (one
+   * hash slot when partitioned; on one Redis with one partition, the layout of earlier builds). The job does not wait for the check's answer: the worker reads it from the answer key.
    */
-  private async commit (group: Pending[]): Promise<SubmitResult[]> {
+  private async commit (partition: PartitionBuffer, group: Pending[]): Promise<SubmitResult[]> {
+    const keys = partition.keys
     // Per source: its fingerprints, in request order; a repeat inside this flush is a duplicate
     // without asking Redis. Fingerprints are kept as 'binary' (latin1) strings, one byte a
     // character, and become one Buffer per call: a Buffer per id cost as much as the hashing.
@@ -416,12 +439,12 @@ export class IngestBuffer {
       bodyBytes += p.body.length
       const repeated = repeats.get(p)
       const skip = repeated === undefined ? p.request.skip : [...(p.request.skip ?? []), ...repeated].sort((a, b) => a - b)
-      const { sourceId, receivedAt, pathType, idPrefix } = p.request
+      const { sourceId, receivedAt, pathType, idPrefix, positions } = p.request
       const c = checked[g]
-      requests.push({ sourceId, receivedAt, pathType, idPrefix, body: g, skip, checked: c === undefined ? undefined : { at: c.source.at + c.start, indexes: c.indexes } })
+      requests.push({ sourceId, receivedAt, pathType, idPrefix, positions, body: g, skip, checked: c === undefined ? undefined : { at: c.source.at + c.start, indexes: c.indexes } })
     })
-    const bodiesKey = this.keys.ingestBodies(tag)
-    const answerKey = this.keys.ingestDedupAnswer(tag)
+    const bodiesKey = keys.bodies(tag)
+    const answerKey = keys.dedupAnswer(tag)
 
     // BullMQ builds its add's arguments (it is given a recorder for a connection); the flush
     // script runs the add.
@@ -429,20 +452,20 @@ export class IngestBuffer {
     if (requests.length > 0) {
       const data: IngestJobData = { requests, bodies: bodiesKey }
       if (answerLength > 0) data.dedupAnswer = answerKey
-      add = await addArguments(new Job(this.queue, 'requests', data, this.options.jobOptions))
+      add = await addArguments(new Job(partition.queue, 'requests', data, this.options.jobOptions))
     }
     const inline = bodyBytes <= INLINE_BODY_BYTES
-    const keys: string[] = [bodiesKey, answerKey, ...add.keys]
+    const scriptKeys: string[] = [bodiesKey, answerKey, ...add.keys]
     const args: Array<string | number | Buffer> = [Date.now(), this.options.dedupWindowMs, this.options.dedupMaxIds, INGEST_BODY_TTL_MS, requests.length > 0 ? '1' : '0',
       ...add.args, bySource.size, inline ? bodies.length / 2 : 0]
     for (const [sourceId, source] of bySource) {
-      const dedup = this.keys.dedup(sourceId)
-      keys.push(dedup.current, dedup.previous, dedup.startedAt, this.keys.sourceStats(sourceId), this.keys.suppressed(sourceId))
+      const dedup = keys.dedup(sourceId)
+      scriptKeys.push(dedup.current, dedup.previous, dedup.startedAt, keys.sourceStats(sourceId), keys.suppressed(sourceId))
       args.push(source.at, source.valid - source.repeats, source.repeats, source.rejected, Buffer.from(source.fingerprints.join(''), 'latin1'), source.subjects ? '1' : '0')
     }
     const answers = inline
-      ? await this.redis.ingestFlush(keys.length, ...keys, ...args, ...bodies)
-      : await this.flushInTransaction(bodiesKey, bodies, keys, args)
+      ? await this.redis.ingestFlush(scriptKeys.length, ...scriptKeys, ...args, ...bodies)
+      : await this.flushInTransaction(bodiesKey, bodies, scriptKeys, args)
     let i = 0
     for (const source of bySource.values()) source.answer = answers[i++]
 
@@ -512,6 +535,17 @@ async function addArguments (job: Job): Promise<BullAdd> {
   return { keys: recorded.args.slice(0, addStandardJob.keys) as string[], args: recorded.args.slice(addStandardJob.keys) }
 }
 
+/** One partition's requests waiting for a flush, and its flushes in flight. */
+interface PartitionBuffer {
+  queue: Queue<IngestJobData>
+  keys: IngestPartitionKeys
+  pending: Pending[]
+  /** Valid messages in `pending`. */
+  pendingMessages: number
+  inFlight: number
+  scheduled: boolean
+}
+
 /** One source's part in a flush. */
 interface FlushSource {
   fingerprints: string[]
@@ -555,7 +589,7 @@ export default fp(async (app) => {
   const redis = app.redis.duplicate()
   redis.on('error', () => {}) // the shared connection logs Redis outages
   if (app.redis.status === 'ready') await new Promise((resolve) => redis.once('ready', resolve))
-  const buffer = new IngestBuffer(redis, app.queues.ingest, app.keys, {
+  const buffer = new IngestBuffer(redis, app.queues.ingestPartitions, app.keys, {
     maxJobMessages: app.config.INGEST_JOB_MAX_MESSAGES,
     dedupWindowMs: app.config.dedupWindowMs,
     dedupMaxIds: app.config.DEDUP_MAX_IDS,

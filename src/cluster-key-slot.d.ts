@@ -1,10 +1,6 @@
-// cluster-key-slot (a dependency of ioredis) ships no types.
+// cluster-key-slot (ioredis's own) ships no types: its default export is Redis Cluster's key slot.
 declare module 'cluster-key-slot' {
-  /** Redis Cluster's hash slot (0–16383) of a key, `{hash tag}` included. */
+  /** The hash slot (0–16383) of a key, by its {hash tag} when it has one. */
   function calculateSlot (key: string | Buffer): number
-  namespace calculateSlot {
-    /** The slot all the keys share, or -1 when they are in different slots. */
-    function generateMulti (keys: Array<string | Buffer>): number
-  }
   export default calculateSlot
 }

@@ -5,6 +5,7 @@ import secureJson from 'secure-json-parse'
 import { Type } from 'typebox'
 import { UnavailableError, type Submission } from '../../plugins/ingest-buffer.js'
 import { batchItemSpans, minimumJsonBytes } from '../segment/batch-text.js'
+import { partitionOf, splitByPartition } from '../ingest-partitions.js'
 import { lazyRequestLogger } from '../request-logger.js'
 import { checkMessage, idString, isPlainObject, PATH_TYPES, shapeError } from '../segment/message.js'
 import type { MessageType } from '../segment/types.js'
@@ -83,6 +84,7 @@ const responses = {
  */
 const ingest: FastifyPluginAsync = async (app) => {
   const config = app.config
+  const partitions = config.ingestPartitions
 
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.MAX_REQUEST_BYTES }, (request, body, done) => {
@@ -280,7 +282,7 @@ const ingest: FastifyPluginAsync = async (app) => {
       throw new IngestHttpError(413, tooLargeError(bytes.length))
     }
     const ids = checked.messageId === undefined ? [] : [checked.messageId]
-    const submission: Submission = { request: stored, body: bytes, valid: 1, ids, indexes: ids.map(() => 0), rejected: 0 }
+    const submission: Submission = { request: stored, body: bytes, valid: 1, ids, indexes: ids.map(() => 0), rejected: 0, partition: partitionOf(checked.messageId ?? stored.idPrefix!, partitions) }
     const active = suppressing(sourceId)
     if (typeof active === 'boolean' ? active : await active) submission.subjects = [[0, idString(body.userId), idString(body.anonymousId)]]
     await app.ingestBuffer.submit(submission)
@@ -308,12 +310,16 @@ const ingest: FastifyPluginAsync = async (app) => {
     // Outside its messages (whose own are rejected one by one), a batch with one is refused whole.
     if (request.suspectKeys === true && prototypeKeyIn({ ...body, batch: null })) throw new IngestHttpError(400, `the batch, outside its messages, has a ${PROTOTYPE_KEY_ERROR}`)
     const active = suppressing(sourceId)
-    const { submission, rejected } = checkBatch(sourceId, request.bodyText!, request.bodyBytes!, items, request.suspectKeys === true, typeof active === 'boolean' ? active : await active)
+    const text = request.bodyText!
+    const { submission, rejected } = checkBatch(sourceId, text, request.bodyBytes!, items, request.suspectKeys === true, typeof active === 'boolean' ? active : await active)
+    // The messages' places in the text, found once for all the parts (only for a batch that is split).
+    let spans: Array<[number, number]> | null | undefined
+    const parts = splitByPartition(submission, partitions, (positions) => partBody(body, text, items, positions, (spans ??= batchItemSpans(text) ?? null)))
     // Only the bytes are stored: the parsed messages and the text can go before the wait for
     // Redis (kept, they would survive young-generation collections by the thousand under load).
     request.body = undefined
     request.bodyText = undefined
-    await app.ingestBuffer.submit(submission)
+    await app.ingestBuffer.submitParts(parts)
     return reply.send(rejected.length > 0 ? { success: true, rejected } : { success: true })
   }
 
@@ -346,6 +352,22 @@ const ingest: FastifyPluginAsync = async (app) => {
     const submission: Submission = { request: stored, body: bytes, valid, ids, indexes, rejected: rejected.length }
     if (subjects !== undefined) submission.subjects = subjects
     return { submission, rejected }
+  }
+
+  /**
+   * The body of a batch's part that goes to one ingest partition: its messages as sent (their text
+   * cut from the body's), in a batch with the request's sentAt, context and integrations.
+   */
+  function partBody (body: Record<string, unknown>, text: string, items: unknown[], positions: number[], spans: Array<[number, number]> | null): Buffer {
+    const messages = spans === null || spans.length !== items.length
+      // A body spelt unusually (an escaped "batch" key): its parsed messages, serialised again.
+      ? positions.map((index) => JSON.stringify(items[index]))
+      : positions.map((index) => text.slice(spans[index][0], spans[index][1]))
+    let envelope = ''
+    for (const field of ['sentAt', 'context', 'integrations'] as const) {
+      if (body[field] !== undefined) envelope += `,${JSON.stringify(field)}:${JSON.stringify(body[field])}`
+    }
+    return Buffer.from(`{"batch":[${messages.join(',')}]${envelope}}`)
   }
 
   /**
