@@ -24,6 +24,12 @@ import { AOF_REWRITE_MIN_SIZE, findOnPath, freePort, startRedisServer } from '..
 import { compiled, SERVICE_NODE_FLAGS } from './service.js'
 import { stopChildren } from './children.js'
 
+// `-- --cluster`: batches against a 3-primary Redis Cluster instead (bench/ingest-cluster.ts).
+if (process.argv.includes('--cluster')) {
+  await import('./ingest-cluster.js')
+  process.exit(0)
+}
+
 // Seconds measured per path and server, split into ROUNDS turns.
 const DURATION = Number(process.env.BENCH_SECONDS ?? 15)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)

@@ -4,13 +4,14 @@
 // and their messages still waiting to be processed.
 import { createHash } from 'node:crypto'
 import type { Job, Queue } from 'bullmq'
-import type { RedisClient } from '../src/redis-client.js'
+import { scanKeys, type RedisClient } from '../src/redis-client.js'
 import type { AudienceStore } from '../plugins/audiences.js'
 import type { DeadLetter, DestinationStore } from '../plugins/destinations.js'
 import type { ProfileStore } from '../plugins/profiles.js'
 import { subjectFingerprint } from '../plugins/ingest-buffer.js'
 import type { RedisKeys } from '../src/keys.js'
 import { isPlainObject } from '../src/segment/message.js'
+import { execBySlot, mgetBySlot, orThrow } from '../src/slots.js'
 import { payloadObject, type DeliverJobData, type IngestJobData, type QueuedConversion } from './queues.js'
 
 export const REGULATION_QUEUE = 'regulations'
@@ -63,15 +64,25 @@ export function subjectFingerprints (subjectType: SubjectType, ids: string[]): B
   return ids.map((id) => Buffer.from(subjectFingerprint(subjectType === 'userId' ? 'u' : 'a', id), 'latin1'))
 }
 
+/**
+ * The ingest partitions' copies of a source's suppression set (each partition's flush reads its
+ * own): none when ingest is not partitioned (the one partition reads the set itself).
+ */
+export function suppressionCopies (keys: RedisKeys, sourceId: string): string[] {
+  const canonical = keys.suppressed(sourceId)
+  return [...new Set(keys.ingestPartitions.map((partition) => partition.suppressed(sourceId)))].filter((key) => key !== canonical)
+}
+
 /** Regulations, their states and counts, per source. */
 export class RegulationStore {
   constructor (private readonly redis: RedisClient, private readonly keys: RedisKeys) {}
 
   async create (regulation: Regulation): Promise<void> {
-    await this.redis.pipeline()
-      .hset(this.keys.regulations, regulation.id, JSON.stringify(regulation))
-      .zadd(this.keys.sourceRegulations(regulation.sourceId), Date.parse(regulation.createdAt), regulation.id)
-      .exec()
+    // Two slots on a cluster: a command each there, one pipeline on one Redis.
+    orThrow(await execBySlot(this.redis, [
+      [this.keys.regulations, (p) => p.hset(this.keys.regulations, regulation.id, JSON.stringify(regulation))],
+      [this.keys.sourceRegulations(regulation.sourceId), (p) => p.zadd(this.keys.sourceRegulations(regulation.sourceId), Date.parse(regulation.createdAt), regulation.id)]
+    ]))
   }
 
   async get (id: string): Promise<Regulation | undefined> {
@@ -100,7 +111,8 @@ export interface RegulationEngineDependencies {
   audiences: AudienceStore
   profiles: ProfileStore
   destinations: DestinationStore
-  ingestQueue: Queue<IngestJobData>
+  /** Every ingest partition's queue (INGEST_PARTITIONS): waiting messages may be in any. */
+  ingestQueues: Array<Queue<IngestJobData>>
   deliverQueue: Queue<DeliverJobData>
   /** How long an API process may go on seeing a source without (or with) suppressions: its cache. */
   suppressionCacheMs: number
@@ -137,7 +149,7 @@ export class RegulationEngine {
           await this.advance(job, counts, ++phase)
         }
         if (phase === 1 && (data.regulationType === 'SUPPRESS_WITH_DELETE' || data.regulationType === 'DELETE_ONLY')) {
-          const active = (await this.deps.ingestQueue.getActive()).map((j) => j.id!)
+          const active = await Promise.all(this.deps.ingestQueues.map(async (queue) => ({ queue, ids: (await queue.getActive()).map((j) => j.id!) })))
           counts.messagesDropped += await this.dropWaitingMessages(data)
           await this.waitFor(active)
           await this.advance(job, counts, ++phase)
@@ -164,17 +176,32 @@ export class RegulationEngine {
     await this.deps.regulations.update(job.data.regulationId, { counts })
   }
 
+  /**
+   * Adds the subjects to the source's suppression set and to each ingest partition's copy of it
+   * (where that partition's flushes read it). The copies first, the set last: SADD is idempotent,
+   * so a phase run again after a crash adds what is missing, and counts (from the set, which
+   * decides whether API processes send subject ids at all) what the set did not hold.
+   */
   private async suppress (data: RegulationJobData): Promise<number> {
     const fingerprints = subjectFingerprints(data.subjectType, data.subjectIds)
+    const { redis } = this.deps
+    await Promise.all(suppressionCopies(this.deps.keys, data.sourceId).map(async (copy) => {
+      for (let i = 0; i < fingerprints.length; i += 1000) await redis.sadd(copy, ...fingerprints.slice(i, i + 1000))
+    }))
     let added = 0
-    for (let i = 0; i < fingerprints.length; i += 1000) added += await this.deps.redis.sadd(this.deps.keys.suppressed(data.sourceId), ...fingerprints.slice(i, i + 1000))
+    for (let i = 0; i < fingerprints.length; i += 1000) added += await redis.sadd(this.deps.keys.suppressed(data.sourceId), ...fingerprints.slice(i, i + 1000))
     return added
   }
 
+  /** As suppress, the other way: the copies first, the set last (counted from it). */
   private async unsuppress (data: RegulationJobData): Promise<number> {
     const fingerprints = subjectFingerprints(data.subjectType, data.subjectIds)
+    const { redis } = this.deps
+    await Promise.all(suppressionCopies(this.deps.keys, data.sourceId).map(async (copy) => {
+      for (let i = 0; i < fingerprints.length; i += 1000) await redis.srem(copy, ...fingerprints.slice(i, i + 1000))
+    }))
     let removed = 0
-    for (let i = 0; i < fingerprints.length; i += 1000) removed += await this.deps.redis.srem(this.deps.keys.suppressed(data.sourceId), ...fingerprints.slice(i, i + 1000))
+    for (let i = 0; i < fingerprints.length; i += 1000) removed += await redis.srem(this.deps.keys.suppressed(data.sourceId), ...fingerprints.slice(i, i + 1000))
     return removed
   }
 
@@ -184,7 +211,7 @@ export class RegulationEngine {
     const field = data.subjectType
     const isSubject = (message: unknown) => isPlainObject(message) && (typeof message[field] === 'string' || typeof message[field] === 'number') && subjects.has(String(message[field]))
     let dropped = 0
-    const jobs = await this.deps.ingestQueue.getJobs(['waiting', 'delayed', 'prioritized', 'failed'])
+    const jobs = (await Promise.all(this.deps.ingestQueues.map((queue) => queue.getJobs(['waiting', 'delayed', 'prioritized', 'failed'])))).flat()
     for (const job of jobs) {
       if (job === undefined) continue
       const changed: IngestJobData = { ...job.data }
@@ -221,13 +248,15 @@ export class RegulationEngine {
   }
 
   /** Waits until the ingest jobs that were in progress are done (at most a few minutes). */
-  private async waitFor (jobIds: string[]): Promise<void> {
+  private async waitFor (active: Array<{ queue: Queue<IngestJobData>, ids: string[] }>): Promise<void> {
     const deadline = Date.now() + 5 * 60_000
-    for (const id of jobIds) {
-      while (Date.now() < deadline) {
-        const job = await this.deps.ingestQueue.getJob(id)
-        if (job === undefined || !(await job.isActive())) break
-        await new Promise((resolve) => setTimeout(resolve, 200))
+    for (const { queue, ids } of active) {
+      for (const id of ids) {
+        while (Date.now() < deadline) {
+          const job = await queue.getJob(id)
+          if (job === undefined || !(await job.isActive())) break
+          await new Promise((resolve) => setTimeout(resolve, 200))
+        }
       }
     }
   }
@@ -245,14 +274,11 @@ export class RegulationEngine {
     for (const id of data.subjectIds) links.push(data.subjectType === 'userId' ? keys.userLink(sourceId, id) : keys.anonymousLink(sourceId, id))
     if (data.subjectType === 'userId') {
       for (const pattern of [`${keys.anonymousLink(sourceId, '')}`.replace(/\{\}$/, '*'), `${keys.userLink(sourceId, '')}`.replace(/\{\}$/, '*')]) {
-        let cursor = '0'
-        do {
-          const [next, found] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT)
-          cursor = next
-          if (found.length === 0) continue
-          const targets = await redis.mget(...found)
+        // Every primary of a cluster; each link is in its own id's slot (an MGET per slot there).
+        for await (const found of scanKeys(redis, pattern, SCAN_COUNT)) {
+          const targets = await mgetBySlot(redis, found)
           found.forEach((key, i) => { if (targets[i] !== null && subjects.has(targets[i]!)) links.push(key) })
-        } while (cursor !== '0')
+        }
       }
     }
     for (const key of new Set(links)) counts.linksDeleted += await redis.del(key)

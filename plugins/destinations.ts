@@ -9,6 +9,7 @@ import { graphVersionStatus } from '../src/facebook/graph-versions.js'
 import { graphVersion, type FacebookSettings } from '../src/facebook/settings.js'
 import type { InvalidReason } from '../src/facebook/transform.js'
 import type { RedisKeys } from '../src/keys.js'
+import { delCommands, execBySlot, execInSteps, orThrow, type SlotCommand } from '../src/slots.js'
 import { TtlCache } from '../src/ttl-cache.js'
 
 // Sets a hash field only while it still holds what was read (1), else leaves it (0).
@@ -199,11 +200,11 @@ export class DestinationStore {
   async create (input: { sourceId: string, type: string, name: string, enabled: boolean, settings: FacebookSettings }): Promise<StoredDestination> {
     const now = new Date().toISOString()
     const destination: StoredDestination = { id: `dst_${randomBytes(8).toString('hex')}`, ...input, authStatus: 'ok', createdAt: now, updatedAt: now }
-    // A pipeline, not MULTI: the keys live in different hash slots on Redis Cluster.
-    await this.redis.pipeline()
-      .hset(this.keys.destinations, destination.id, JSON.stringify(destination))
-      .sadd(this.keys.sourceDestinations(input.sourceId), destination.id)
-      .exec()
+    // Not MULTI: the keys live in different hash slots on Redis Cluster (a command per slot there).
+    orThrow(await execBySlot(this.redis, [
+      [this.keys.destinations, (p) => p.hset(this.keys.destinations, destination.id, JSON.stringify(destination))],
+      [this.keys.sourceDestinations(input.sourceId), (p) => p.sadd(this.keys.sourceDestinations(input.sourceId), destination.id)]
+    ]))
     this.bySourceCache.delete(input.sourceId)
     return destination
   }
@@ -239,13 +240,17 @@ export class DestinationStore {
   async remove (id: string): Promise<boolean> {
     const current = await this.get(id)
     if (current === undefined) return false
-    await this.redis.pipeline()
-      .hdel(this.keys.destinations, id)
-      .srem(this.keys.sourceDestinations(current.sourceId), id)
-      .del(this.keys.accessToken(id))
-      .del(this.keys.pausedUntil(id))
-      .exec()
-    await this.redis.del(this.keys.destinationStats(id), this.keys.deadLetters(id), this.keys.heldJobs(id), this.keys.heldConversions(id), this.keys.destinationCounted(id))
+    // What hangs off the destination first (its own tag's keys in one DEL; token and pause each in
+    // its slot), the destination itself last: a delete cut short leaves it in place, and a repeat
+    // finishes it (every step is idempotent). One round trip on one Redis, as one pipeline.
+    orThrow(await execInSteps(this.redis, [
+      [
+        ...delCommands([this.keys.destinationStats(id), this.keys.deadLetters(id), this.keys.heldJobs(id), this.keys.heldConversions(id), this.keys.destinationCounted(id),
+          this.keys.accessToken(id), this.keys.pausedUntil(id)]),
+        [this.keys.sourceDestinations(current.sourceId), (p) => p.srem(this.keys.sourceDestinations(current.sourceId), id)]
+      ],
+      [[this.keys.destinations, (p) => p.hdel(this.keys.destinations, id)]]
+    ]))
     this.bySourceCache.delete(current.sourceId)
     return true
   }
@@ -330,7 +335,6 @@ export class DestinationStore {
    * counts are (e.g. `ingest:<job>:<source>:<messages>`): a part counted before adds nothing.
    */
   async count (deltas: Map<string, StatsDelta>, extra?: { lastSuccessAt?: string, lastError?: GraphError & { at: string }, destinationId?: string }, once = ''): Promise<void> {
-    const pipeline = this.redis.pipeline()
     const now = Date.now()
     const counts = new Map<string, { increments: Array<string | number>, sets: string[] }>()
     const of = (id: string) => {
@@ -357,11 +361,15 @@ export class DestinationStore {
       if (extra.lastSuccessAt !== undefined) sets.push('lastSuccessAt', extra.lastSuccessAt)
       if (extra.lastError !== undefined) sets.push('lastError', JSON.stringify(extra.lastError))
     }
+    // One script per destination, in its slot (stats and markers share its tag): one pipeline on
+    // one Redis, a pipeline per slot on a cluster.
+    const commands: SlotCommand[] = []
     for (const [id, { increments, sets }] of counts) {
       if (increments.length === 0 && sets.length === 0) continue
-      pipeline.countOnce(this.keys.destinationStats(id), this.keys.destinationCounted(id), once, now, increments.length / 2, ...increments, ...sets)
+      const stats = this.keys.destinationStats(id)
+      commands.push([stats, (p) => p.countOnce(stats, this.keys.destinationCounted(id), once, now, increments.length / 2, ...increments, ...sets)])
     }
-    await pipeline.exec()
+    await execBySlot(this.redis, commands)
   }
 
   /** Whether the destination has counted this part of a job already (it was run before a crash). */

@@ -25,7 +25,11 @@ export interface IngestFailure {
  * replayed, purged. The bodies are raw messages: they are not kept longer than that.
  */
 export class IngestFailures {
-  constructor (private readonly queue: Queue<IngestJobData>, private readonly redis: RedisClient, readonly retentionMs: number) {}
+  /**
+   * `queues`: ingest's partitions. With more than one, a failure's id is `<partition>/<job id>`
+   * (BullMQ numbers each queue's jobs on its own).
+   */
+  constructor (private readonly queues: Array<Queue<IngestJobData>>, private readonly redis: RedisClient, readonly retentionMs: number) {}
 
   /** After a job's last attempt failed: its bodies live FAILED_BODY_RETENTION from now. */
   async failedForGood (data: IngestJobData): Promise<void> {
@@ -38,8 +42,14 @@ export class IngestFailures {
 
   async list (offset: number, limit: number): Promise<{ total: number, failures: IngestFailure[] }> {
     await this.removeExpired()
-    const [total, jobs] = await Promise.all([this.queue.getFailedCount(), this.queue.getFailed(offset, offset + limit - 1)])
-    return { total, failures: await Promise.all(jobs.filter((job) => job !== undefined).map((job) => this.describe(job))) }
+    if (this.queues.length === 1) {
+      const [total, jobs] = await Promise.all([this.queues[0].getFailedCount(), this.queues[0].getFailed(offset, offset + limit - 1)])
+      return { total, failures: await Promise.all(jobs.filter((job) => job !== undefined).map((job) => this.describe(job))) }
+    }
+    // Partitions: every partition's failures, the latest first, as one list.
+    const jobs = (await Promise.all(this.queues.map((queue) => queue.getFailed(0, -1)))).flat().filter((job) => job !== undefined)
+    jobs.sort((a, b) => (b.finishedOn ?? 0) - (a.finishedOn ?? 0))
+    return { total: jobs.length, failures: await Promise.all(jobs.slice(offset, offset + limit).map((job) => this.describe(job))) }
   }
 
   /** Queues failed jobs again (all, or those named); a job whose bodies are gone cannot be, and is named. */
@@ -51,7 +61,7 @@ export class IngestFailures {
       const keys = bodyKeysOf(job.data)
       const kept = keys.length === 0 ? 0 : await this.redis.exists(...keys)
       if (kept < keys.length) {
-        notReplayed.push({ id: job.id!, reason: 'its bodies are gone (FAILED_BODY_RETENTION passed): nothing left to process' })
+        notReplayed.push({ id: this.idOf(job), reason: 'its bodies are gone (FAILED_BODY_RETENTION passed): nothing left to process' })
         continue
       }
       // Waiting again, its bodies get a waiting job's life back.
@@ -61,7 +71,7 @@ export class IngestFailures {
       await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true })
       replayed++
     }
-    for (const id of ids ?? []) if (!jobs.some((job) => job.id === id)) notReplayed.push({ id, reason: 'no failed ingest job has this id' })
+    for (const id of ids ?? []) if (!jobs.some((job) => this.idOf(job) === id)) notReplayed.push({ id, reason: 'no failed ingest job has this id' })
     return { replayed, notReplayed }
   }
 
@@ -78,12 +88,22 @@ export class IngestFailures {
 
   /** Failed jobs past FAILED_BODY_RETENTION go: BullMQ trims them only when another job fails. */
   async removeExpired (): Promise<void> {
-    await this.queue.clean(this.retentionMs, 1000, 'failed')
+    await Promise.all(this.queues.map((queue) => queue.clean(this.retentionMs, 1000, 'failed')))
+  }
+
+  /** A failure's id: its job's, prefixed with its partition's name when there are several. */
+  private idOf (job: Job<IngestJobData>): string {
+    return this.queues.length === 1 ? job.id! : `${job.queueName}/${job.id!}`
   }
 
   private async failedJobs (ids?: string[]): Promise<Array<Job<IngestJobData>>> {
-    if (ids === undefined) return (await this.queue.getFailed(0, -1)).filter((job) => job !== undefined)
-    const jobs = await Promise.all(ids.map((id) => this.queue.getJob(id)))
+    if (ids === undefined) return (await Promise.all(this.queues.map((queue) => queue.getFailed(0, -1)))).flat().filter((job) => job !== undefined)
+    const jobs = await Promise.all(ids.map((id) => {
+      if (this.queues.length === 1) return this.queues[0].getJob(id)
+      const slash = id.indexOf('/')
+      const queue = this.queues.find((candidate) => candidate.name === id.slice(0, slash))
+      return slash < 0 || queue === undefined ? undefined : queue.getJob(id.slice(slash + 1))
+    }))
     const failed: Array<Job<IngestJobData>> = []
     for (const job of jobs) if (job !== undefined && await job.isFailed()) failed.push(job)
     return failed
@@ -95,7 +115,7 @@ export class IngestFailures {
     const requests = job.data.requests ?? []
     const messages = job.data.messages ?? []
     return {
-      id: job.id!,
+      id: this.idOf(job),
       failedAt: job.finishedOn === undefined ? null : new Date(job.finishedOn).toISOString(),
       attempts: job.attemptsMade,
       reason: (job.failedReason ?? '').slice(0, 500),
@@ -115,7 +135,7 @@ declare module 'fastify' {
 }
 
 export default fp(async (app) => {
-  const failures = new IngestFailures(app.queues.ingest, app.redis, app.config.failedBodyRetentionMs)
+  const failures = new IngestFailures(app.queues.ingestPartitions, app.redis, app.config.failedBodyRetentionMs)
   app.decorate('ingestFailures', failures)
   // Failed jobs past their retention go within the hour, whether or not anyone lists them.
   const timer = setInterval(() => { failures.removeExpired().catch((err) => app.log.warn({ err }, 'could not remove expired failed ingest jobs')) }, 10 * 60_000)

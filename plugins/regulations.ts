@@ -45,7 +45,7 @@ export default fp(async (app) => {
       audiences: app.audiences,
       profiles: app.profiles,
       destinations: app.destinations,
-      ingestQueue: app.queues.ingest,
+      ingestQueues: app.queues.ingestPartitions,
       deliverQueue: app.deliverQueue,
       suppressionCacheMs: SUPPRESSION_CACHE_MS,
       log: app.log

@@ -2,6 +2,7 @@ import { createHash, hash, randomBytes, timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { RedisClient } from '../src/redis-client.js'
 import type { RedisKeys } from '../src/keys.js'
+import { delCommands, execBySlot, execInSteps, orThrow, type SlotCommand } from '../src/slots.js'
 import { TtlCache } from '../src/ttl-cache.js'
 import { COUNT_ONCE } from './destinations.js'
 
@@ -62,10 +63,10 @@ export class SourceStore {
     const id = `src_${randomBytes(8).toString('hex')}`
     const writeKey = randomBytes(24).toString('base64url')
     const source: StoredSource = { id, name, createdAt: new Date().toISOString(), writeKeyHint: writeKey.slice(-4), writeKeyHash: sha256(writeKey) }
-    await this.redis.pipeline()
-      .hset(this.keys.sources, id, JSON.stringify(source))
-      .set(this.keys.writeKey(source.writeKeyHash), id)
-      .exec()
+    orThrow(await execBySlot(this.redis, [
+      [this.keys.sources, (p) => p.hset(this.keys.sources, id, JSON.stringify(source))],
+      [this.keys.writeKey(source.writeKeyHash), (p) => p.set(this.keys.writeKey(source.writeKeyHash), id)]
+    ]))
     return { ...publicSource(source), writeKey }
   }
 
@@ -84,11 +85,19 @@ export class SourceStore {
     if (stored === undefined) return false
     const dedup = this.keys.dedup(id)
     const previousKeys = (stored.previousWriteKeys ?? []).map((key) => this.keys.writeKey(key.hash))
-    // One DEL per hash slot (Redis Cluster refuses a multi-key DEL across slots); the dedup keys
-    // share the source's slot.
-    const pipeline = this.redis.pipeline().hdel(this.keys.sources, id).del(this.keys.sourceStats(id)).del(this.keys.profileCounts(id)).del(this.keys.sourceCounted(id)).del(this.keys.suppressed(id))
-    for (const key of [this.keys.writeKey(stored.writeKeyHash), ...previousKeys]) pipeline.del(key)
-    await pipeline.del(dedup.current, dedup.previous, dedup.startedAt).exec()
+    const keys = [this.keys.writeKey(stored.writeKeyHash), ...previousKeys,
+      this.keys.sourceStats(id), this.keys.profileCounts(id), this.keys.sourceCounted(id), this.keys.suppressed(id), dedup.current, dedup.previous, dedup.startedAt]
+    // Each ingest partition's part of the source: its counts, its copy of the suppression set,
+    // its duplicate window (one slot per partition; on one Redis with one partition, the keys above).
+    for (const partition of this.keys.ingestPartitions) {
+      const window = partition.dedup(id)
+      keys.push(partition.sourceStats(id), partition.suppressed(id), window.current, window.previous, window.startedAt)
+    }
+    // One DEL per hash slot (Redis Cluster refuses a multi-key DEL across slots): the write keys
+    // first, the source's entry last — a delete cut short (a node unreachable) leaves the source
+    // listed, and deleting it again finishes the job (every step is idempotent). One pipeline on
+    // one Redis.
+    orThrow(await execInSteps(this.redis, [delCommands(keys), [[this.keys.sources, (p) => p.hdel(this.keys.sources, id)]]]))
     this.cache.clear()
     return true
   }
@@ -103,11 +112,11 @@ export class SourceStore {
     const until = now + this.options.writeKeyGraceMs
     const previousWriteKeys = [...(stored.previousWriteKeys ?? []).filter((key) => key.until > now), { hash: previousHash, until }]
     const updated: StoredSource = { ...stored, writeKeyHash: sha256(writeKey), writeKeyHint: writeKey.slice(-4), previousWriteKeys }
-    await this.redis.pipeline()
-      .hset(this.keys.sources, id, JSON.stringify(updated))
-      .set(this.keys.writeKey(updated.writeKeyHash), id)
-      .pexpire(this.keys.writeKey(previousHash), this.options.writeKeyGraceMs)
-      .exec()
+    orThrow(await execBySlot(this.redis, [
+      [this.keys.sources, (p) => p.hset(this.keys.sources, id, JSON.stringify(updated))],
+      [this.keys.writeKey(updated.writeKeyHash), (p) => p.set(this.keys.writeKey(updated.writeKeyHash), id)],
+      [this.keys.writeKey(previousHash), (p) => p.pexpire(this.keys.writeKey(previousHash), this.options.writeKeyGraceMs)]
+    ]))
     this.cache.clear()
     return { ...publicSource(updated), writeKey, previousKeyValidUntil: new Date(until).toISOString() }
   }
@@ -121,19 +130,37 @@ export class SourceStore {
     return this.cache.get(hash, () => this.redis.get(this.keys.writeKey(hash)))
   }
 
+  /**
+   * The source's counts: its own hash (`unprocessable`, and every count of builds before
+   * partitions) plus each ingest partition's hash, where that partition's flushes count
+   * (partitioned ingest; on one Redis with one partition they are one key, read once). One
+   * pipeline on one Redis; a read per slot, at once, on a cluster.
+   */
   async stats (id: string): Promise<SourceStats> {
-    const values = await this.redis.hmget(this.keys.sourceStats(id), ...STAT_FIELDS, 'unprocessable')
-    const stats = { received: 0, accepted: 0, duplicate: 0, rejected: 0, suppressed: 0, unprocessable: Number(values[STAT_FIELDS.length] ?? 0) }
-    STAT_FIELDS.forEach((field, i) => { stats[field] = Number(values[i] ?? 0) })
+    const fields = [...STAT_FIELDS, 'unprocessable'] as const
+    const statsKeys = this.statsKeys(id)
+    const reads = statsKeys.length === 1
+      ? [await this.redis.hmget(statsKeys[0], ...fields)]
+      : orThrow(await execBySlot(this.redis, statsKeys.map((key): SlotCommand => [key, (p) => p.hmget(key, ...fields)]))).map(([, values]) => values as Array<string | null>)
+    const stats = { received: 0, accepted: 0, duplicate: 0, rejected: 0, suppressed: 0, unprocessable: 0 }
+    for (const values of reads) fields.forEach((field, i) => { stats[field] += Number(values[i] ?? 0) })
     stats.received = stats.accepted + stats.duplicate + stats.rejected + stats.suppressed
     return stats
   }
 
+  /** The hashes a source's counts are in: its own, then each partition's that is another key. */
+  statsKeys (id: string): string[] {
+    return [...new Set([this.keys.sourceStats(id), ...this.keys.ingestPartitions.map((partition) => partition.sourceStats(id))])]
+  }
+
   /** Counts messages the worker set aside (a part of `accepted`), once for `once` (the job). */
   async countUnprocessable (bySource: Map<string, number>, once = ''): Promise<void> {
-    const pipeline = this.redis.pipeline()
-    for (const [sourceId, n] of bySource) pipeline.eval(COUNT_ONCE, 2, this.keys.sourceStats(sourceId), this.keys.sourceCounted(sourceId), once, Date.now(), 1, 'unprocessable', n)
-    await pipeline.exec()
+    // A script per source, in its slot (its stats and markers share its tag).
+    const now = Date.now()
+    await execBySlot(this.redis, [...bySource].map(([sourceId, n]): SlotCommand => {
+      const stats = this.keys.sourceStats(sourceId)
+      return [stats, (p) => p.eval(COUNT_ONCE, 2, stats, this.keys.sourceCounted(sourceId), once, now, 1, 'unprocessable', n)]
+    }))
   }
 
   private async getStored (id: string): Promise<StoredSource | undefined> {

@@ -12,13 +12,17 @@ import { Analytics } from '@segment/analytics-node'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { findOnPath, freePort, redisAnswers, startRedisServer, type LocalRedis } from '../src/local-redis.js'
+import { scanKeys } from '../src/redis-client.js'
+import { delBySlot } from '../src/slots.js'
 import { startFakeGraph } from '../test/fixtures/fake-graph.js'
 import seed from '../test/fixtures/seed-examples.json' with { type: 'json' }
 
 const ADMIN_TOKEN = `demo-${Math.random().toString(36).slice(2)}-admin-token`
 let localRedis: LocalRedis | undefined
 let redisUrl = process.env.REDIS_URL
-if (redisUrl === undefined) {
+// REDIS_CLUSTER_NODES: the demo runs on that Redis Cluster (it wins over REDIS_URL, as in the service).
+const clusterNodes = process.env.REDIS_CLUSTER_NODES
+if (redisUrl === undefined && clusterNodes === undefined) {
   if (await redisAnswers('127.0.0.1', 6379)) redisUrl = 'redis://127.0.0.1:6379'
   else {
     const binary = findOnPath('redis-server')
@@ -30,7 +34,8 @@ if (redisUrl === undefined) {
 const graph = await startFakeGraph({ tokens: ['demo-token'] })
 const port = Number(process.env.PORT ?? await freePort())
 const config = loadConfig({
-  REDIS_URL: redisUrl,
+  ...(redisUrl === undefined ? {} : { REDIS_URL: redisUrl }),
+  ...(clusterNodes === undefined ? {} : { REDIS_CLUSTER_NODES: clusterNodes }),
   REDIS_PREFIX: `demo-${Date.now()}`,
   PORT: String(port),
   ADMIN_TOKEN,
@@ -86,14 +91,10 @@ console.log(`\nWhere to look:
   dead letters     curl -H 'authorization: Bearer ${ADMIN_TOKEN}' ${url}/v1/destinations/${destination.id}/failures`)
 
 async function stop () {
-  // The demo's keys are its own (a unique prefix): leave a shared Redis as it was.
-  for (const pattern of [`${config.REDIS_PREFIX}:*`, `{${config.REDIS_PREFIX}}*`]) {
-    let cursor = '0'
-    do {
-      const [next, keys] = await app.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
-      if (keys.length > 0) await app.redis.del(...keys)
-      cursor = next
-    } while (cursor !== '0')
+  // The demo's keys are its own (a unique prefix): leave a shared Redis as it was. Its queues'
+  // keys are `{prefix}…`, or on a cluster `{prefix:deliver}…`; every primary scanned, a DEL per slot.
+  for (const pattern of [`${config.REDIS_PREFIX}:*`, `{${config.REDIS_PREFIX}}*`, `{${config.REDIS_PREFIX}:*`]) {
+    for await (const keys of scanKeys(app.redis, pattern, 1000)) await delBySlot(app.redis, keys)
   }
   await app.close()
   await graph.close()

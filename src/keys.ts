@@ -1,3 +1,5 @@
+import calculateSlot from 'cluster-key-slot'
+
 /** How the keys are laid out: on a cluster, each queue has a hash tag of its own. */
 export interface KeyLayout {
   cluster: boolean
@@ -102,7 +104,7 @@ function ingestPartition (prefix: string, queuePrefix: string, p: number, layout
     }
   }
   const name = `ingest-${p}`
-  const tag = `{${prefix}:${name}}`
+  const tag = spreadTag(`${prefix}:${name}`, p, layout.ingestPartitions)
   return {
     index: p,
     name,
@@ -118,5 +120,22 @@ function ingestPartition (prefix: string, queuePrefix: string, p: number, layout
     sourceStats: (sourceId: string) => `${prefix}:ingest-stats:${tag}:${sourceId}`
   }
 }
+
+/**
+ * `{<base>:<n>}`, n the first whose hash slot is in the `p`-th of `of` equal ranges of the 16,384
+ * slots. A cluster gives each primary a contiguous run of slots (evenly, as `redis-cli --cluster
+ * create` and managed services do): partitions whose slots are spread evenly land on the
+ * primaries evenly, where plain names fall where their hashes do (16 over 3 primaries put 8 on one).
+ */
+export function spreadTag (base: string, p: number, of: number): string {
+  const low = Math.floor(p * SLOTS / of)
+  const high = Math.floor((p + 1) * SLOTS / of)
+  for (let n = 0; ; n++) {
+    const slot = calculateSlot(`${base}:${n}`)
+    if (slot >= low && slot < high) return `{${base}:${n}}`
+  }
+}
+
+const SLOTS = 16384
 
 export type IngestPartitionKeys = ReturnType<typeof ingestPartition>

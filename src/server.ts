@@ -9,6 +9,7 @@ import { buildApp, loggerOptions } from './app.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { findOnPath, redisAnswers, startRedisServer, type LocalRedis } from './local-redis.js'
 import { judgeRedisSettings, readRedisSettings, redisUrlForLog, type RedisSettings } from './redis-check.js'
+import { parseClusterNodes } from './redis-client.js'
 import { keptSecret } from './secrets.js'
 import { WORK_KINDS, type WorkCounts, type WorkKind } from './work-counter.js'
 
@@ -22,7 +23,7 @@ import { WORK_KINDS, type WorkCounts, type WorkKind } from './work-counter.js'
  */
 
 /** Where the Redis in use came from, for the start-up summary. */
-type RedisOrigin = 'REDIS_URL' | 'found' | 'launched'
+type RedisOrigin = 'REDIS_URL' | 'REDIS_CLUSTER_NODES' | 'found' | 'launched'
 
 /** What the start-up summary says besides the configuration. */
 interface Prepared {
@@ -85,6 +86,9 @@ async function main (): Promise<void> {
 async function prepare (config: Config, log: pino.Logger): Promise<Prepared> {
   let localRedis: LocalRedis | undefined
   let redisOrigin: RedisOrigin = 'REDIS_URL'
+  if (config.REDIS_CLUSTER_NODES !== undefined) {
+    return { ...await checkClusterNodes(config, log), ...await prepareSecrets(config, log) }
+  }
   if (config.REDIS_URL === undefined) {
     const port = config.REDIS_LOCAL_PORT
     if (await redisAnswers('127.0.0.1', port)) {
@@ -114,7 +118,34 @@ async function prepare (config: Config, log: pino.Logger): Promise<Prepared> {
     process.exit(1)
   }
   for (const warning of verdict.warnings) log.warn({ redis: redisUrlForLog(config.REDIS_URL) }, warning)
+  return { redisOrigin, redisSettings, localRedis, ...await prepareSecrets(config, log) }
+}
 
+/**
+ * A Redis Cluster's seed nodes checked as one Redis is (each primary keeps its slots' data): the
+ * service does not start when one of them evicts keys; what they report is summed up as the
+ * first node's settings.
+ */
+async function checkClusterNodes (config: Config, log: pino.Logger): Promise<{ redisOrigin: RedisOrigin, redisSettings: RedisSettings }> {
+  const target = parseClusterNodes(config.REDIS_CLUSTER_NODES!)
+  const credentials = target.username === undefined && target.password === undefined ? '' : `${encodeURIComponent(target.username ?? '')}:${encodeURIComponent(target.password ?? '')}@`
+  let first: RedisSettings | undefined
+  for (const node of target.nodes) {
+    const url = `${target.tls ? 'rediss' : 'redis'}://${credentials}${node.host.includes(':') ? `[${node.host}]` : node.host}:${node.port}`
+    const settings = await readRedisSettings(url)
+    first ??= settings
+    const verdict = judgeRedisSettings(settings, config.REDIS_ALLOW_EVICTION)
+    if (verdict.refusal !== undefined) {
+      log.fatal({ redis: redisUrlForLog(url), maxmemoryPolicy: settings.maxmemoryPolicy }, `not starting: ${verdict.refusal}`)
+      process.exit(1)
+    }
+    for (const warning of verdict.warnings) log.warn({ redis: redisUrlForLog(url) }, warning)
+  }
+  return { redisOrigin: 'REDIS_CLUSTER_NODES', redisSettings: first! }
+}
+
+/** The admin token and the secret key, generated and kept under DATA_DIR when not configured. */
+async function prepareSecrets (config: Config, log: pino.Logger): Promise<{ adminToken: string }> {
   let adminToken = 'ADMIN_TOKEN'
   if (config.ADMIN_TOKEN === undefined) {
     const secret = keptSecret(config.DATA_DIR, 'admin-token')
@@ -127,7 +158,7 @@ async function prepare (config: Config, log: pino.Logger): Promise<Prepared> {
     config.SECRET_KEY = secret.value
     log.warn({ path: secret.path }, 'SECRET_KEY is unset: using the key kept in this file. Several replicas must share one SECRET_KEY, or they cannot read each other\'s stored tokens')
   }
-  return { redisOrigin, redisSettings, adminToken, localRedis }
+  return { adminToken }
 }
 
 /**
@@ -138,7 +169,7 @@ async function prepare (config: Config, log: pino.Logger): Promise<Prepared> {
 function summary (config: Config, prepared: Prepared, port: number): { startup: Record<string, unknown> } {
   const settings = prepared.redisSettings
   const redis = {
-    url: redisUrlForLog(config.REDIS_URL!),
+    url: config.REDIS_CLUSTER_NODES === undefined ? redisUrlForLog(config.REDIS_URL!) : `cluster ${parseClusterNodes(config.REDIS_CLUSTER_NODES).nodes.map((node) => `${node.host}:${node.port}`).join(',')}`,
     origin: prepared.redisOrigin,
     maxmemoryPolicy: settings.maxmemoryPolicy ?? 'unknown',
     appendonly: settings.appendonly === undefined ? 'unknown' : settings.appendonly ? 'yes' : 'no',
@@ -152,6 +183,7 @@ function summary (config: Config, prepared: Prepared, port: number): { startup: 
       port,
       node: process.versions.node,
       redis,
+      ingestPartitions: config.ingestPartitions,
       graphUrl: config.FACEBOOK_GRAPH_URL,
       adminToken: prepared.adminToken,
       docs: `http://${config.HOST}:${port}/docs`
@@ -159,14 +191,15 @@ function summary (config: Config, prepared: Prepared, port: number): { startup: 
   }
 }
 
-const ORIGINS: Record<RedisOrigin, string> = { REDIS_URL: 'REDIS_URL', found: 'found answering, REDIS_URL unset', launched: 'launched by this service' }
+const ORIGINS: Record<RedisOrigin, string> = { REDIS_URL: 'REDIS_URL', REDIS_CLUSTER_NODES: 'a Redis Cluster, REDIS_CLUSTER_NODES', found: 'found answering, REDIS_URL unset', launched: 'launched by this service' }
 
 /** The summary as a sentence (pretty logs show it alone). */
 function summaryMessage ({ startup }: { startup: Record<string, any> }): string {
   const { redis } = startup
   const processes = startup.processes > 1 ? ` × ${startup.processes} processes` : ''
   return `conversion relay is running: role ${startup.role}${processes} on http://${startup.host}:${startup.port} (Node.js ${startup.node}); ` +
-    `Redis ${redis.url} (${ORIGINS[redis.origin as RedisOrigin]}; maxmemory-policy ${redis.maxmemoryPolicy}, appendonly ${redis.appendonly}, appendfsync ${redis.appendfsync}); ` +
+    `Redis ${redis.url} (${ORIGINS[redis.origin as RedisOrigin]}; maxmemory-policy ${redis.maxmemoryPolicy}, appendonly ${redis.appendonly}, appendfsync ${redis.appendfsync})` +
+    `${startup.ingestPartitions > 1 ? `, ${startup.ingestPartitions} ingest partitions` : ''}; ` +
     `Graph API ${startup.graphUrl}; admin token ${startup.adminToken === 'ADMIN_TOKEN' ? 'from ADMIN_TOKEN' : `in ${startup.adminToken}`}; docs ${startup.docs}`
 }
 
@@ -276,7 +309,9 @@ async function runService (config: Config, log: pino.Logger, signals: StopSignal
 
 /** The primary of PROCESSES > 1: each process gets the prepared Redis URL and secrets. */
 function runProcesses (config: Config, log: pino.Logger, prepared: Prepared, signals: StopSignals): void {
-  const env = { REDIS_URL: config.REDIS_URL, ADMIN_TOKEN: config.ADMIN_TOKEN, SECRET_KEY: config.SECRET_KEY, PROCESSES: '1' }
+  const env: Record<string, string> = { ADMIN_TOKEN: config.ADMIN_TOKEN!, SECRET_KEY: config.SECRET_KEY!, PROCESSES: '1' }
+  // (A cluster's nodes come from the environment the processes inherit.)
+  if (config.REDIS_URL !== undefined) env.REDIS_URL = config.REDIS_URL
   let stopping = false
   const fork = () => cluster.fork(env)
   for (let i = 0; i < config.PROCESSES; i++) fork()

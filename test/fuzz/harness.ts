@@ -304,7 +304,7 @@ export async function sourceStats (fuzz: FuzzApp, sourceId: string): Promise<Sou
 /** Waits until nothing is waiting, active or delayed in the ingest, deliver and audience-sync queues. */
 export async function drained (fuzz: FuzzApp, timeoutMs = 60_000): Promise<void> {
   const { app } = fuzz
-  const queues = [app.queues.ingest, app.deliverQueue, app.audienceSyncQueue].filter((queue) => queue !== undefined)
+  const queues = [...app.queues.ingestPartitions, app.deliverQueue, app.audienceSyncQueue].filter((queue) => queue !== undefined)
   let last = ''
   await waitFor(async () => {
     const counts = await Promise.all(queues.map((queue) => queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'waiting-children')))
@@ -320,18 +320,21 @@ export async function drained (fuzz: FuzzApp, timeoutMs = 60_000): Promise<void>
  * up throughout: a job that throws here threw for its content.
  */
 export async function ingestIdle (fuzz: FuzzApp, timeoutMs = 20_000): Promise<void> {
-  const queue = fuzz.app.queues.ingest
+  const queues = fuzz.app.queues.ingestPartitions
   const deadline = Date.now() + timeoutMs
   let counts: Record<string, number>
-  // Polled often: every case of a property waits here.
+  // Polled often: every case of a property waits here. Every ingest partition's counts, summed.
   for (;;) {
-    counts = await queue.getJobCounts('waiting', 'active', 'prioritized', 'delayed', 'failed')
+    counts = { waiting: 0, active: 0, prioritized: 0, delayed: 0, failed: 0 }
+    for (const partition of await Promise.all(queues.map((queue) => queue.getJobCounts('waiting', 'active', 'prioritized', 'delayed', 'failed')))) {
+      for (const state of Object.keys(counts)) counts[state] += partition[state] ?? 0
+    }
     if (counts.waiting + counts.active + counts.prioritized === 0) break
-    if (Date.now() > deadline) throw new Error(`the ingest queue was not idle after ${timeoutMs} ms (${JSON.stringify(counts)})`)
+    if (Date.now() > deadline) throw new Error(`the ingest queues were not idle after ${timeoutMs} ms (${JSON.stringify(counts)})`)
     await new Promise((resolve) => setTimeout(resolve, 5))
   }
   if (counts.delayed + counts.failed > 0) {
-    const jobs = await queue.getJobs(['delayed', 'failed'], 0, 0)
+    const jobs = (await Promise.all(queues.map((queue) => queue.getJobs(['delayed', 'failed'], 0, 0)))).flat()
     throw new Error(`an ingest job threw for its content (${JSON.stringify(counts)}): ${jobs[0]?.failedReason ?? '?'} ${jobs[0]?.stacktrace?.[0]?.split('\n').slice(0, 4).join(' | ') ?? ''}`)
   }
 }
@@ -398,7 +401,8 @@ export async function finalChecks (t: Test, fuzz: FuzzApp, checks: FinalChecks):
   await drained(fuzz)
   const health = await app.inject({ url: '/health' })
   t.equal(health.statusCode, 200, 'the app still answers /health')
-  t.equal(await app.queues.ingest.getFailedCount(), 0, 'no ingest job failed (content never fails a job)')
+  const failed = await Promise.all(app.queues.ingestPartitions.map((queue) => queue.getFailedCount()))
+  t.equal(failed.reduce((a, b) => a + b, 0), 0, 'no ingest job failed (content never fails a job)')
 
   let unprocessable = 0
   let accepted = 0

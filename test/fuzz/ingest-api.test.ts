@@ -12,7 +12,9 @@ import {
   checkIngestionAnswer, checkProperty, countPii, expect, finalChecks, ingestIdle, ingestionHeaders, neighbour, post, runs, startFuzzApp, tally
 } from './harness.js'
 
-const fuzz = await startFuzzApp(t)
+// Three ingest partitions: batches whose messages span them are stored as parts (cut from the
+// body's text), the path that hostile batches must not break.
+const fuzz = await startFuzzApp(t, { INGEST_PARTITIONS: '3' })
 const { config } = fuzz
 const anyBodySource = await fuzz.createSource('any body')
 const batchSource = await fuzz.createSource('batches')

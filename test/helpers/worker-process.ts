@@ -14,6 +14,7 @@ interface Teardown { teardown: (fn: () => unknown) => void }
 export function workerEnv (api: TestContext, extra: Record<string, string> = {}): Record<string, string> {
   return {
     REDIS_URL: api.redis.url,
+    ...(api.redis.clusterNodes === undefined ? {} : { REDIS_CLUSTER_NODES: api.redis.clusterNodes }),
     REDIS_PREFIX: api.config.REDIS_PREFIX,
     ROLE: 'worker',
     SECRET_KEY: api.config.SECRET_KEY!,

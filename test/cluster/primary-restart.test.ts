@@ -1,0 +1,77 @@
+// A primary of the cluster restarted (AOF on) during ingestion: while its slots are unreachable
+// the API answers 503 with Retry-After, the client sends again, and every message it was answered
+// 200 for reaches the fake Graph API — nothing acknowledged is lost.
+import { randomUUID } from 'node:crypto'
+import t from 'tap'
+import { startFakeGraph } from '../fixtures/fake-graph.js'
+import { basicAuth, buildTestApp } from '../helpers/app.js'
+import { createDestination, deliveredEventIds, FAST_DELIVERY_ENV, waitFor } from '../helpers/delivery-setup.js'
+import { startTestRedisCluster } from '../helpers/redis-cluster.js'
+import type { TestRedis } from '../helpers/redis.js'
+
+const cluster = await startTestRedisCluster()
+if (cluster === undefined) {
+  t.plan(0, 'redis-server and redis-cli are needed on PATH for a Redis Cluster')
+} else {
+  t.teardown(() => cluster.close())
+  const redis: TestRedis = {
+    url: `redis://127.0.0.1:${cluster.ports[0]}`,
+    clusterNodes: cluster.nodes,
+    prefix: `restart-${randomUUID().slice(0, 8)}`,
+    owned: false,
+    stop: async () => {},
+    start: async () => {},
+    close: async () => {}
+  }
+
+  t.test('a primary restarted during ingestion: 503 while it is away, nothing acknowledged lost', { timeout: 300_000 }, async (t) => {
+    const graph = await startFakeGraph()
+    t.teardown(() => graph.close())
+    const ctx = await buildTestApp(t, { redis, listen: true, env: { FACEBOOK_GRAPH_URL: graph.url, RATE_LIMIT_EVENTS_PER_SECOND: '0', ...FAST_DELIVERY_ENV } })
+    const source = await ctx.createSource()
+    const destination = await createDestination(ctx, source.id, { conversionEvents: { 'Order Completed': '1001' } })
+
+    const acknowledged = new Set<string>()
+    const statuses = new Map<number, number>()
+    let sent = 0
+    const run = { stopping: false }
+    // A client that sends batches of 20 and sends a batch again until it is answered 200.
+    const client = async () => {
+      while (!run.stopping) {
+        const batch = Array.from({ length: 20 }, () => ({ type: 'track', messageId: `m-${sent++}`, userId: 'u1', event: 'Order Completed', properties: { revenue: 5, currency: 'USD' } }))
+        for (;;) {
+          const response = await fetch(`${ctx.url}/v1/batch`, {
+            method: 'POST',
+            headers: { authorization: basicAuth(source.writeKey), 'content-type': 'application/json' },
+            body: JSON.stringify({ batch })
+          }).catch(() => undefined)
+          const status = response?.status ?? 0
+          statuses.set(status, (statuses.get(status) ?? 0) + 1)
+          if (status === 200) {
+            for (const message of batch) acknowledged.add(message.messageId)
+            break
+          }
+          t.ok(status === 503 && response!.headers.get('retry-after') !== null, `a failed request is 503 with Retry-After (${status})`)
+          await new Promise((resolve) => setTimeout(resolve, 100))
+        }
+      }
+    }
+    const clients = [client(), client()]
+    await waitFor(() => acknowledged.size >= 400, 30_000, 'messages before the restart')
+    await cluster.stopNode(1)
+    await waitFor(() => (statuses.get(503) ?? 0) >= 5, 30_000, 'the API to answer 503 while the primary is away')
+    await cluster.startNode(1)
+    const before = acknowledged.size
+    await waitFor(() => acknowledged.size >= before + 400, 60_000, 'ingestion to go on once the primary is back')
+    run.stopping = true
+    await Promise.all(clients)
+
+    await waitFor(() => new Set(deliveredEventIds(graph, '1001')).size >= acknowledged.size, 120_000,
+      () => `every acknowledged message delivered (${new Set(deliveredEventIds(graph, '1001')).size} of ${acknowledged.size})`)
+    const delivered = new Set(deliveredEventIds(graph, '1001'))
+    const lost = [...acknowledged].filter((id) => !delivered.has(id))
+    t.same(lost, [], `nothing acknowledged is lost (${acknowledged.size} acknowledged; answers ${JSON.stringify(Object.fromEntries(statuses))})`)
+    t.ok((statuses.get(503) ?? 0) > 0, 'the API said 503 while the slots were unreachable')
+    t.ok(destination.id)
+  })
+}

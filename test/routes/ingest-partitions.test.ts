@@ -1,0 +1,86 @@
+// Partitioned ingestion (INGEST_PARTITIONS): a message goes to its messageId's partition, so a
+// message sent again inside another batch is still found a duplicate; a batch whose messages span
+// partitions is stored as parts, each message once, with the ids it was given and in order; every
+// partition is consumed.
+import t from 'tap'
+import { partitionOf } from '../../src/ingest-partitions.js'
+import { startFakeGraph } from '../fixtures/fake-graph.js'
+import { buildTestApp } from '../helpers/app.js'
+import { createDestination, deliveredEventIds, FAST_DELIVERY_ENV, settledStats, track, waitFor } from '../helpers/delivery-setup.js'
+import { readJobMessages } from '../../jobs/ingest.js'
+import type { TestContext } from '../helpers/app.js'
+import { freshPrefix } from '../helpers/ingest-queue.js'
+import { send, sourceStats } from '../helpers/ingest-send.js'
+import { startTestRedis } from '../helpers/redis.js'
+
+const redis = await startTestRedis()
+t.teardown(() => redis.close())
+const PARTITIONS = 4
+
+/** The messages every partition's waiting jobs hold (ROLE api: no worker takes them), as the worker reads them. */
+async function storedMessages (ctx: TestContext) {
+  const jobs = (await Promise.all(ctx.app.queues.ingestPartitions.map((queue) => queue.getWaiting(0, -1)))).flat()
+  return (await Promise.all(jobs.map(async (job) => (await readJobMessages(ctx.app.redis, job.data)).messages))).flat()
+}
+
+t.test('a messageId always has the same partition, and ids spread over every partition', async (t) => {
+  const counts = Array<number>(PARTITIONS).fill(0)
+  for (let i = 0; i < 4000; i++) counts[partitionOf(`message-${i}`, PARTITIONS)]++
+  t.same(partitionOf('order-1', PARTITIONS), partitionOf('order-1', PARTITIONS))
+  for (const count of counts) t.ok(count > 800 && count < 1200, `about a quarter each (${counts.join(', ')})`)
+  t.equal(partitionOf('anything', 1), 0)
+})
+
+t.test('a batch across partitions is stored as parts: each message once, in order, its given id kept', async (t) => {
+  const ctx = await buildTestApp(t, { redis: freshPrefix(redis), env: { ROLE: 'api', INGEST_PARTITIONS: String(PARTITIONS) } })
+  const source = await ctx.createSource()
+  const batch = [
+    ...Array.from({ length: 12 }, (_, i) => track('Order Completed', { revenue: i + 1 }, { messageId: `order-${i}` })),
+    track('Signed Up', {}, { messageId: undefined }), // the server gives its id
+    { type: 'track' } // rejected: no event, no user
+  ]
+  const response = await send(ctx.app, '/v1/batch', { batch, context: { app: { name: 'shop' } }, sentAt: new Date().toISOString() }, { writeKey: source.writeKey })
+  t.equal(response.statusCode, 200)
+  t.match(response.json(), { success: true, rejected: [{ index: 13 }] })
+  const byQueue = await Promise.all(ctx.app.queues.ingestPartitions.map((queue) => queue.getWaitingCount()))
+  t.ok(byQueue.filter((n) => n > 0).length >= 3, `stored in several partitions (${byQueue.join(', ')})`)
+  const stored = (await storedMessages(ctx)).map(([, message]) => message)
+  t.equal(stored.length, 13, 'every valid message once')
+  const ids = stored.map((message) => message.messageId)
+  for (let i = 0; i < 12; i++) t.ok(ids.includes(`order-${i}`), `order-${i} kept its id`)
+  const given = stored.find((message) => message.event === 'Signed Up')!
+  t.match(given.messageId, /-12$/, 'an id the server gives follows the message\'s place in the batch as sent')
+  t.same(given.context?.app, { name: 'shop' }, 'the batch\'s context reaches a part\'s messages')
+  for (const message of stored) {
+    const partition = partitionOf(message.messageId, PARTITIONS)
+    if (message.event === 'Order Completed') t.ok(byQueue[partition] > 0, `${message.messageId} in its own partition`)
+  }
+  t.match(await sourceStats(ctx, source.id), { accepted: 13, rejected: 1, duplicate: 0 })
+})
+
+t.test('duplicates sent again in other batches are found in their partitions; every partition is consumed', async (t) => {
+  const graph = await startFakeGraph()
+  t.teardown(() => graph.close())
+  const ctx = await buildTestApp(t, { redis: freshPrefix(redis), listen: true, env: { ...FAST_DELIVERY_ENV, FACEBOOK_GRAPH_URL: graph.url, INGEST_PARTITIONS: String(PARTITIONS) } })
+  const source = await ctx.createSource()
+  const destination = await createDestination(ctx, source.id, { conversionEvents: { 'Order Completed': '1001' } })
+  const orders = Array.from({ length: 200 }, (_, i) => track('Order Completed', { revenue: i + 1 }, { messageId: `order-${i}` }))
+  for (let i = 0; i < orders.length; i += 50) {
+    t.equal((await send(ctx.app, '/v1/batch', { batch: orders.slice(i, i + 50) }, { writeKey: source.writeKey })).statusCode, 200)
+  }
+  // The same ids again, batched differently (every 7th order, with new ones between).
+  const again = orders.filter((_, i) => i % 7 === 0)
+  const fresh = Array.from({ length: 10 }, (_, i) => track('Order Completed', { revenue: 1 }, { messageId: `late-${i}` }))
+  t.equal((await send(ctx.app, '/v1/batch', { batch: [...fresh, ...again] }, { writeKey: source.writeKey })).statusCode, 200)
+  const stats = await settledStats(ctx, destination.id, 210, 30_000)
+  t.match(stats, { received: 210, delivered: 210, retrying: 0 })
+  const sent = deliveredEventIds(graph, '1001')
+  t.equal(sent.length, 210, 'each order reached Meta once')
+  t.equal(new Set(sent).size, 210)
+  t.match(await sourceStats(ctx, source.id), { accepted: 210, duplicate: again.length, rejected: 0 }, 'the duplicates counted, not delivered')
+  await waitFor(async () => (await ctx.app.queueStats())[0].processedTotal > 0)
+  const ingest = (await ctx.app.queueStats())[0]
+  t.equal(ingest.partitions?.length, PARTITIONS, 'GET /v1/queues lists each partition')
+  t.ok(ingest.partitions!.every((part) => part.processedTotal > 0), 'every partition\'s jobs were processed')
+  t.equal(ingest.processedTotal, ingest.partitions!.reduce((total, part) => total + part.processedTotal, 0), 'the entry is their sum')
+})
