@@ -9,6 +9,7 @@ import { buildTestApp, type TestContext } from '../helpers/app.js'
 import { allMembers, createAudience, identifyBy, ingest, ingestDrained, ORDERED_30_DAYS, trackBy, waitFor, waitForAudience, waitForIdle } from '../helpers/audience-setup.js'
 import { freshPrefix } from '../helpers/ingest-queue.js'
 import { startTestRedis } from '../helpers/redis.js'
+import { primariesOf } from '../../src/redis-client.js'
 
 const redis = await startTestRedis()
 t.teardown(() => redis.close())
@@ -20,10 +21,11 @@ async function redisDump (ctx: TestContext): Promise<{ keys: string[], bytes: Bu
   const { redis } = ctx.app
   const keys: string[] = []
   const parts: Buffer[] = []
-  for (const pattern of [`${ctx.config.REDIS_PREFIX}:*`, `{${ctx.config.REDIS_PREFIX}}*`]) {
+  // Every primary of a cluster; queue keys under `{prefix}` (one Redis) or `{prefix:kind}` (a cluster).
+  for (const [node, pattern] of primariesOf(redis).flatMap((node) => [[node, `${ctx.config.REDIS_PREFIX}:*`], [node, `{${ctx.config.REDIS_PREFIX}[}:]*`]] as const)) {
     let cursor = '0'
     do {
-      const [next, found] = await redis.scanBuffer(cursor, 'MATCH', pattern, 'COUNT', 1000)
+      const [next, found] = await node.scanBuffer(cursor, 'MATCH', pattern, 'COUNT', 1000)
       for (const key of found) {
         keys.push(key.toString())
         parts.push(key)

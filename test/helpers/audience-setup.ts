@@ -57,7 +57,10 @@ export async function ingest (ctx: TestContext, writeKey: string, batch: Array<R
 export async function ingestDrained (ctx: TestContext, timeoutMs = 20_000): Promise<void> {
   let counts: Record<string, number> = {}
   await waitFor(async () => {
-    counts = await ctx.app.queues.ingest.getJobCounts('waiting', 'active', 'delayed', 'prioritized')
+    // Every ingest partition (a cluster has 16 by default), summed.
+    const all = await Promise.all(ctx.app.queues.ingestPartitions.map((queue) => queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized')))
+    counts = {}
+    for (const one of all) for (const [state, n] of Object.entries(one)) counts[state] = (counts[state] ?? 0) + n
     return Object.values(counts).every((n) => n === 0)
   }, timeoutMs, () => `the ingest queue to drain (${JSON.stringify(counts)})`)
 }
