@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { DelayedError, type Job, type Queue } from 'bullmq'
 import type { Result } from 'ioredis'
 import { isCluster, type RedisClient } from '../src/redis-client.js'
-import { groupBySlot, orderedPrimaries, SlotPipeline } from '../src/slot-pipeline.js'
+import { orderedPrimaries, SlotPipeline, slotGroups } from '../src/slots.js'
 import { compile, type AudienceStore, type CompiledAudience, type StoredAudience, type SyncState } from '../plugins/audiences.js'
 import { profileFields, readProfile, type ProfileStore } from '../plugins/profiles.js'
 import { matchesWhere, MAX_EVENT_NAME_BYTES } from '../src/audiences/condition.js'
@@ -276,7 +276,7 @@ export class AudienceEngine {
       }
     }
     // The job's counts in one command per chunk of users, not one HINCRBY each.
-    for (const profileKeys of groupBySlot(redis, [...history.keys()], (key) => key)) {
+    for (const profileKeys of slotGroups(redis, [...history.keys()], (key) => key)) {
       for (let i = 0; i < profileKeys.length; i += HISTORY_CHUNK) {
         const chunk = profileKeys.slice(i, i + HISTORY_CHUNK)
         const args: Array<string | number> = []

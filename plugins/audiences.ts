@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import type { RedisClient } from '../src/redis-client.js'
 import { conditionEvents, conditionTraits, eventLeaves, type AudienceCondition, type EventCondition } from '../src/audiences/condition.js'
 import type { RedisKeys } from '../src/keys.js'
-import { SlotPipeline } from '../src/slot-pipeline.js'
+import { SlotPipeline } from '../src/slots.js'
 import { TtlCache } from '../src/ttl-cache.js'
 
 export type SyncStatus = 'building' | 'syncing' | 'idle' | 'failed'

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { Cluster, Result } from 'ioredis'
 import { isCluster, type RedisClient } from '../src/redis-client.js'
-import { getMany, groupBySlot, SlotPipeline, slotOf, tagOfSlot } from '../src/slot-pipeline.js'
+import { mgetBySlot, slotGroups, SlotPipeline, slotOf, tagOfSlot } from '../src/slots.js'
 import { hashedTraitKeys, type MatchKeys } from '../src/facebook/match-keys.js'
 import { isMatchKeyTrait } from '../src/facebook/trait-spellings.js'
 import type { RedisKeys } from '../src/keys.js'
@@ -347,7 +347,7 @@ export class ProfileStore {
       due.push(key)
     }
     // One script per slot on a cluster (the counts hash of the slot with its profiles).
-    for (const keys of groupBySlot(this.redis, due, (key) => key)) {
+    for (const keys of slotGroups(this.redis, due, (key) => key)) {
       const counts = this.countsKey(pipeline, sourceId, keys[0])
       for (let i = 0; i < keys.length; i += TOUCH_CHUNK) {
         const chunk = keys.slice(i, i + TOUCH_CHUNK)
@@ -454,7 +454,7 @@ export class ProfileStore {
   async identities (sourceId: string, users: Array<{ type?: string, userId?: string, anonymousId?: string, previousId?: string }>): Promise<Array<string | undefined>> {
     const pending = users.map((u, i) => [u, i] as const).filter(([u]) => u.userId === undefined && u.anonymousId !== undefined)
     // One MGET on one Redis; the links are in their ids' slots, so a GET each on a cluster.
-    const linked = await getMany(this.redis, pending.map(([u]) => this.keys.anonymousLink(sourceId, u.anonymousId!)))
+    const linked = await mgetBySlot(this.redis, pending.map(([u]) => this.keys.anonymousLink(sourceId, u.anonymousId!)))
     const result = users.map((u) => u.userId)
     pending.forEach(([u, i], n) => { result[i] = linked[n] ?? `anon:${u.anonymousId}` })
     // A message carrying both ids (an identify, a track) or an alias links its anonymous id for
@@ -479,7 +479,7 @@ export class ProfileStore {
     for (let hop = 0; hop < 3; hop++) {
       const users = [...new Set(result.filter((id): id is string => id !== undefined && !id.startsWith('anon:')))]
       if (users.length === 0) return result
-      const targets = await getMany(this.redis, users.map((id) => this.keys.userLink(sourceId, id)))
+      const targets = await mgetBySlot(this.redis, users.map((id) => this.keys.userLink(sourceId, id)))
       const moved = new Map<string, string>()
       users.forEach((id, i) => { if (targets[i] !== null && targets[i] !== id) moved.set(id, targets[i]!) })
       if (moved.size === 0) return result
@@ -564,7 +564,7 @@ export class ProfileStore {
     const places = profileIds.map((id, i) => ({ key: this.keys.profile(sourceId, id), i }))
     const read = new SlotPipeline(this.redis as Cluster)
     const groups: Array<Array<{ key: string, i: number }>> = []
-    for (const group of groupBySlot(this.redis, places, (place) => place.key)) {
+    for (const group of slotGroups(this.redis, places, (place) => place.key)) {
       for (let i = 0; i < group.length; i += READ_CHUNK) {
         const chunk = group.slice(i, i + READ_CHUNK)
         groups.push(chunk)

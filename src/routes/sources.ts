@@ -59,6 +59,8 @@ const sources: FastifyPluginAsyncTypebox = async (app) => {
     const removed = await app.sources.remove(request.params.sourceId)
     if (!removed) return reply.code(404).send(notFound(request.params.sourceId))
     await app.destinations.removeAllForSource(request.params.sourceId)
+    // Its profile counts (on a cluster, a hash in each slot that holds its profiles).
+    await app.profiles.dropCounts(request.params.sourceId)
     return reply.code(204).send(null)
   })
 
