@@ -22,7 +22,7 @@ export const ConfigSchema = Type.Object({
   // Seed nodes of a Redis Cluster, `host:port,…` (an entry may be `rediss://user:password@host:port`:
   // its credentials and TLS apply to every node). Set, it wins over REDIS_URL.
   REDIS_CLUSTER_NODES: Type.Optional(Type.String({ minLength: 1 })),
-  // Ingest queues, each with its own hash tag (a message's partition follows its messageId):
+  // Ingest queues, each with its own hash tag (a message's partition follows its user):
   // unset, 1 on one Redis and 16 on a cluster (docs/operations.md: sizing).
   INGEST_PARTITIONS: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
   REDIS_LOCAL_PORT: Type.Integer({ default: 6379, minimum: 1, maximum: 65535 }),

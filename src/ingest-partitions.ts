@@ -1,9 +1,8 @@
 import type { Submission } from '../plugins/ingest-buffer.js'
 
 /**
- * The ingest partition of a message id (FNV-1a over its UTF-16 units): the same id always lands
- * in the same partition, whose duplicate window alone remembers it — so a message sent again, in
- * any request, is found there.
+ * The ingest partition of a message's partition key (FNV-1a over its UTF-16 units; see
+ * partitionKey): the same key always lands in the same partition.
  */
 export function partitionOf (id: string, partitions: number): number {
   if (partitions === 1) return 0
@@ -16,26 +15,40 @@ export function partitionOf (id: string, partitions: number): number {
 }
 
 /**
- * A request's submission as one per partition its messages go to. A message with an id goes to
- * its id's partition; one without (ids the server gives are new, never checked) goes with the
- * request's first id, so a batch whose messages mostly have none is not split for them. A request
- * whose messages all land in one partition keeps its body as sent; otherwise each part's body is
- * written by `partBody` (the messages at those indexes, in order) and records their `positions`.
- * The request's rejected messages are counted with its first part.
+ * What decides a message's partition: its user — `anonymousId`, else `userId` — else its
+ * `messageId`. One user's messages share a partition, so a batch's messages for a user are
+ * processed in the order sent (an identify before the order whose match keys it gives, a consent
+ * change before the events after it), which messages in different partitions are not. A message
+ * sent again (a client's retry: the same message) is in the same partition as before, whose
+ * duplicate window alone remembers its id: the duplicate check stays exact.
  */
-export function splitByPartition (submission: Submission, partitions: number, partBody: (positions: number[]) => Buffer): Submission[] {
+export function partitionKey (message: { anonymousId?: string, userId?: string, messageId?: string }): string | undefined {
+  return message.anonymousId ?? message.userId ?? message.messageId
+}
+
+/**
+ * A request's submission as one per partition its messages go to (`keyOf(index)`: the message's
+ * partitionKey; without one it goes with the request's first message). A request whose messages
+ * all land in one partition keeps its body as sent; otherwise each part's body is written by
+ * `partBody` (the messages at those indexes, in order) and records their `positions`. The
+ * request's rejected messages are counted with its first part.
+ */
+export function splitByPartition (submission: Submission, partitions: number, keyOf: (index: number) => string | undefined, partBody: (positions: number[]) => Buffer): Submission[] {
   const { request, ids, indexes } = submission
-  const home = partitionOf(ids[0] ?? request.idPrefix ?? request.sourceId, partitions)
-  if (partitions === 1 || submission.valid === 0) return [{ ...submission, partition: home }]
-  const idAt = new Map<number, string>()
-  for (let k = 0; k < ids.length; k++) idAt.set(indexes[k], ids[k])
+  if (partitions === 1) return [{ ...submission, partition: 0 }]
   const skip = new Set(request.skip)
   const total = submission.valid + submission.rejected
+  let first = 0
+  while (first < total && skip.has(first)) first++
+  const home = partitionOf((first < total ? keyOf(first) : undefined) ?? request.idPrefix ?? request.sourceId, partitions)
+  if (submission.valid === 0) return [{ ...submission, partition: home }]
+  const idAt = new Map<number, string>()
+  for (let k = 0; k < ids.length; k++) idAt.set(indexes[k], ids[k])
   const byPartition = new Map<number, number[]>()
   for (let index = 0; index < total; index++) {
     if (skip.has(index)) continue
-    const id = idAt.get(index)
-    const partition = id === undefined ? home : partitionOf(id, partitions)
+    const key = keyOf(index)
+    const partition = key === undefined ? home : partitionOf(key, partitions)
     let positions = byPartition.get(partition)
     if (positions === undefined) byPartition.set(partition, (positions = []))
     positions.push(index)

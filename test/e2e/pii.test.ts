@@ -5,13 +5,14 @@
 import t from 'tap'
 import { ingest, ingestDrained } from '../helpers/audience-setup.js'
 import { createDestination, settledStats, startDelivery, waitFor } from '../helpers/delivery-setup.js'
+import { allKeys } from '../helpers/redis.js'
 
 const RAW = ['+1 401 555 0199', '4015550198', 'pii-one@example.com', 'pii-two@example.com', '02818', '1990-01-02', '1985-03-04', 'Smithfield']
 
 /** Every value of every key under the prefix, as text. */
 async function everything (redis: import('../../src/redis-client.js').RedisClient, prefix: string): Promise<string> {
   const parts: string[] = []
-  for (const key of await redis.keys(`*${prefix}*`)) {
+  for (const key of await allKeys(redis, `*${prefix}*`)) {
     const type = await redis.type(key)
     if (type === 'string') parts.push((await redis.getBuffer(key))?.toString('latin1') ?? '')
     else if (type === 'hash') parts.push(...Object.entries(await redis.hgetallBuffer(key)).flat().map((part) => part.toString('latin1')))
@@ -47,7 +48,7 @@ t.test('traits spelt like match keys are hashed, and properties named so stay ou
   for (const raw of RAW) t.notOk(sent.toLowerCase().includes(raw.toLowerCase()), `${raw}: not sent to Meta, not in a dead letter`)
   t.equal(graph.events('1111')[0].custom_data.coupon, 'SAVE', 'other properties go as before')
 
-  await waitFor(async () => (await ctx.app.redis.keys(`${ctx.config.REDIS_PREFIX}:ingest-body:*`)).length === 0, 10_000, 'the processed bodies to be gone')
+  await waitFor(async () => (await allKeys(ctx.app.redis, `${ctx.config.REDIS_PREFIX}:ingest-body:*`)).length === 0, 10_000, 'the processed bodies to be gone')
   const stored = await everything(ctx.app.redis, ctx.config.REDIS_PREFIX)
   for (const raw of RAW) t.notOk(stored.includes(raw.toLowerCase()), `${raw}: nowhere in Redis (profiles, dead letters, queues)`)
   t.match(stored, /save/, 'the dead letter\'s other properties are kept')

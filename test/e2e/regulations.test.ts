@@ -9,7 +9,7 @@ import { buildTestApp, type TestContext } from '../helpers/app.js'
 import { allMembers, captureEmitted, createAudience, ingest, ingestDrained, waitForAudience, waitForIdle } from '../helpers/audience-setup.js'
 import { freshPrefix } from '../helpers/ingest-queue.js'
 import { send, sourceStats } from '../helpers/ingest-send.js'
-import { startTestRedis } from '../helpers/redis.js'
+import { allKeys, startTestRedis } from '../helpers/redis.js'
 import { killWorkerProcess, startWorkerProcess, workerEnv } from '../helpers/worker-process.js'
 
 const redis = await startTestRedis()
@@ -29,7 +29,7 @@ async function regulate (ctx: TestContext, sourceId: string, body: Record<string
 async function everything (ctx: TestContext): Promise<string> {
   const { redis } = ctx.app
   const parts: string[] = []
-  for (const key of await redis.keys(`*${ctx.config.REDIS_PREFIX}*`)) {
+  for (const key of await allKeys(redis, `*${ctx.config.REDIS_PREFIX}*`)) {
     parts.push(key)
     const type = await redis.type(key)
     if (type === 'string') parts.push((await redis.getBuffer(key))?.toString('latin1') ?? '')
@@ -126,13 +126,13 @@ t.test('deletion drops the subject\'s messages still waiting in ingest jobs', as
   const api = await buildTestApp(t, { redis: shared, env: { ROLE: 'api' } })
   const source = await api.createSource()
   await send(api.app, '/v1/batch', { batch: [{ type: 'identify', userId: 'late', traits: { plan: 'x' } }, { type: 'identify', userId: 'stays', traits: { plan: 'y' } }] }, { writeKey: source.writeKey })
-  // The ingest queue paused, as when workers fall behind: the message is still waiting.
-  await api.app.queues.ingest.pause()
+  // The ingest queues paused, as when workers fall behind: the message is still waiting.
+  for (const queue of api.app.queues.ingestPartitions) await queue.pause()
   const created = await api.admin('POST', `/v1/sources/${source.id}/regulations`, { regulationType: 'DELETE_ONLY', subjectType: 'userId', subjectIds: ['late'] })
   const worker = await buildTestApp(t, { redis: shared, env: { ROLE: 'worker', ...FAST_DELIVERY_ENV } })
   const done = await waitFor(async () => { const { json } = await api.admin('GET', `/v1/regulations/${created.json.id}`); return json.status === 'finished' && json }, 30_000, 'the regulation')
   t.equal(done.counts.messagesDropped, 1)
-  await api.app.queues.ingest.resume()
+  for (const queue of api.app.queues.ingestPartitions) await queue.resume()
   await ingestDrained(worker)
   t.equal(await api.app.redis.exists(api.app.keys.profile(source.id, 'late')), 0, 'the waiting message did not recreate the profile')
   t.equal(await api.app.redis.exists(api.app.keys.profile(source.id, 'stays')), 1)

@@ -3,8 +3,15 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomUUID } from 'node:crypto'
 import { findOnPath, startRedisServer, type LocalRedis } from '../../src/local-redis.js'
-import { connectRedis, redisTarget, type ConnectionOptions, type RedisClient } from '../../src/redis-client.js'
+import { connectRedis, redisTarget, scanKeys, type ConnectionOptions, type RedisClient } from '../../src/redis-client.js'
 import { startTestRedisCluster } from './redis-cluster.js'
+
+/** Every key matching `pattern` (KEYS, on every primary of a cluster). */
+export async function allKeys (redis: RedisClient, pattern: string): Promise<string[]> {
+  const keys: string[] = []
+  for await (const found of scanKeys(redis, pattern)) keys.push(...found)
+  return keys
+}
 
 /** A client of the test's Redis, one server or a cluster. */
 export function connectTestRedis (redis: TestRedis, options: ConnectionOptions = {}): RedisClient {

@@ -1,9 +1,9 @@
-// Partitioned ingestion (INGEST_PARTITIONS): a message goes to its messageId's partition, so a
-// message sent again inside another batch is still found a duplicate; a batch whose messages span
-// partitions is stored as parts, each message once, with the ids it was given and in order; every
-// partition is consumed.
+// Partitioned ingestion (INGEST_PARTITIONS): a message goes to its user's partition (anonymousId,
+// else userId, else messageId), so a message sent again inside another batch is still found a
+// duplicate and one user's messages keep their order; a batch whose messages span partitions is
+// stored as parts, each message once, with the ids it was given; every partition is consumed.
 import t from 'tap'
-import { partitionOf } from '../../src/ingest-partitions.js'
+import { partitionKey, partitionOf } from '../../src/ingest-partitions.js'
 import { startFakeGraph } from '../fixtures/fake-graph.js'
 import { buildTestApp } from '../helpers/app.js'
 import { createDestination, deliveredEventIds, FAST_DELIVERY_ENV, settledStats, track, waitFor } from '../helpers/delivery-setup.js'
@@ -23,7 +23,10 @@ async function storedMessages (ctx: TestContext) {
   return (await Promise.all(jobs.map(async (job) => (await readJobMessages(ctx.app.redis, job.data)).messages))).flat()
 }
 
-t.test('a messageId always has the same partition, and ids spread over every partition', async (t) => {
+t.test('a key always has the same partition, and keys spread over every partition; the user decides', async (t) => {
+  t.equal(partitionKey({ anonymousId: 'a1', userId: 'u1', messageId: 'm1' }), 'a1')
+  t.equal(partitionKey({ userId: 'u1', messageId: 'm1' }), 'u1')
+  t.equal(partitionKey({ messageId: 'm1' }), 'm1')
   const counts = Array<number>(PARTITIONS).fill(0)
   for (let i = 0; i < 4000; i++) counts[partitionOf(`message-${i}`, PARTITIONS)]++
   t.same(partitionOf('order-1', PARTITIONS), partitionOf('order-1', PARTITIONS))
@@ -35,7 +38,7 @@ t.test('a batch across partitions is stored as parts: each message once, in orde
   const ctx = await buildTestApp(t, { redis: freshPrefix(redis), env: { ROLE: 'api', INGEST_PARTITIONS: String(PARTITIONS) } })
   const source = await ctx.createSource()
   const batch = [
-    ...Array.from({ length: 12 }, (_, i) => track('Order Completed', { revenue: i + 1 }, { messageId: `order-${i}` })),
+    ...Array.from({ length: 12 }, (_, i) => track('Order Completed', { revenue: i + 1 }, { messageId: `order-${i}`, userId: `user-${i}` })),
     track('Signed Up', {}, { messageId: undefined }), // the server gives its id
     { type: 'track' } // rejected: no event, no user
   ]
@@ -52,8 +55,8 @@ t.test('a batch across partitions is stored as parts: each message once, in orde
   t.match(given.messageId, /-12$/, 'an id the server gives follows the message\'s place in the batch as sent')
   t.same(given.context?.app, { name: 'shop' }, 'the batch\'s context reaches a part\'s messages')
   for (const message of stored) {
-    const partition = partitionOf(message.messageId, PARTITIONS)
-    if (message.event === 'Order Completed') t.ok(byQueue[partition] > 0, `${message.messageId} in its own partition`)
+    const partition = partitionOf(message.userId!, PARTITIONS)
+    if (message.event === 'Order Completed') t.ok(byQueue[partition] > 0, `${message.messageId} in its user's partition`)
   }
   t.match(await sourceStats(ctx, source.id), { accepted: 13, rejected: 1, duplicate: 0 })
 })
@@ -64,13 +67,13 @@ t.test('duplicates sent again in other batches are found in their partitions; ev
   const ctx = await buildTestApp(t, { redis: freshPrefix(redis), listen: true, env: { ...FAST_DELIVERY_ENV, FACEBOOK_GRAPH_URL: graph.url, INGEST_PARTITIONS: String(PARTITIONS) } })
   const source = await ctx.createSource()
   const destination = await createDestination(ctx, source.id, { conversionEvents: { 'Order Completed': '1001' } })
-  const orders = Array.from({ length: 200 }, (_, i) => track('Order Completed', { revenue: i + 1 }, { messageId: `order-${i}` }))
+  const orders = Array.from({ length: 200 }, (_, i) => track('Order Completed', { revenue: i + 1 }, { messageId: `order-${i}`, userId: `user-${i % 40}` }))
   for (let i = 0; i < orders.length; i += 50) {
     t.equal((await send(ctx.app, '/v1/batch', { batch: orders.slice(i, i + 50) }, { writeKey: source.writeKey })).statusCode, 200)
   }
   // The same ids again, batched differently (every 7th order, with new ones between).
   const again = orders.filter((_, i) => i % 7 === 0)
-  const fresh = Array.from({ length: 10 }, (_, i) => track('Order Completed', { revenue: 1 }, { messageId: `late-${i}` }))
+  const fresh = Array.from({ length: 10 }, (_, i) => track('Order Completed', { revenue: 1 }, { messageId: `late-${i}`, userId: `user-${i}` }))
   t.equal((await send(ctx.app, '/v1/batch', { batch: [...fresh, ...again] }, { writeKey: source.writeKey })).statusCode, 200)
   const stats = await settledStats(ctx, destination.id, 210, 30_000)
   t.match(stats, { received: 210, delivered: 210, retrying: 0 })
@@ -83,4 +86,24 @@ t.test('duplicates sent again in other batches are found in their partitions; ev
   t.equal(ingest.partitions?.length, PARTITIONS, 'GET /v1/queues lists each partition')
   t.ok(ingest.partitions!.every((part) => part.processedTotal > 0), 'every partition\'s jobs were processed')
   t.equal(ingest.processedTotal, ingest.partitions!.reduce((total, part) => total + part.processedTotal, 0), 'the entry is their sum')
+})
+
+t.test('one user\'s messages of a batch stay together, in the order sent', async (t) => {
+  const ctx = await buildTestApp(t, { redis: freshPrefix(redis), env: { ROLE: 'api', INGEST_PARTITIONS: String(PARTITIONS) } })
+  const source = await ctx.createSource()
+  const batch: Array<Record<string, unknown>> = []
+  for (let step = 0; step < 3; step++) {
+    for (let u = 0; u < 8; u++) batch.push(track(`Step ${step}`, {}, { userId: `user-${u}`, anonymousId: `anon-${u}`, messageId: `u${u}-s${step}` }))
+  }
+  t.equal((await send(ctx.app, '/v1/batch', { batch }, { writeKey: source.writeKey })).statusCode, 200)
+  const jobs = (await Promise.all(ctx.app.queues.ingestPartitions.map((queue) => queue.getWaiting(0, -1)))).flat()
+  t.ok(jobs.length >= 2, `the batch went to several partitions (${jobs.length} jobs)`)
+  for (let u = 0; u < 8; u++) {
+    const holding = []
+    for (const job of jobs) {
+      const events = (await readJobMessages(ctx.app.redis, job.data)).messages.map(([, message]) => message).filter((message) => message.userId === `user-${u}`).map((message) => message.event)
+      if (events.length > 0) holding.push(events)
+    }
+    t.same(holding, [['Step 0', 'Step 1', 'Step 2']], `user-${u}: one part, in order`)
+  }
 })
