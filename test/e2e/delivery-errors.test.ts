@@ -58,7 +58,7 @@ t.test('after a first attempt fails, the destination\'s requests go to the queue
   const { ctx, graph } = await startDelivery(t, { redis })
   const source = await ctx.createSource()
   const destination = await createDestination(ctx, source.id, SETTINGS)
-  const deliverJobs = async () => Number(await ctx.app.redis.get(`{${ctx.config.REDIS_PREFIX}}:deliver:id`) ?? 0)
+  const deliverJobs = async () => Number(await ctx.app.redis.get(ctx.app.deliverQueue.keys.id) ?? 0)
   graph.failNext({ kind: 'http', status: 503 }, 1)
   await sendBatch(ctx, source.writeKey, orders(3))
   await settledStats(ctx, destination.id, 3)

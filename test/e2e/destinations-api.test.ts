@@ -12,7 +12,7 @@ import {
   startDelivery, track, waitFor
 } from '../helpers/delivery-setup.js'
 import { freshPrefix } from '../helpers/ingest-queue.js'
-import { startTestRedis } from '../helpers/redis.js'
+import { allKeys, startTestRedis } from '../helpers/redis.js'
 
 const redis = await startTestRedis()
 t.teardown(() => redis.close())
@@ -22,21 +22,17 @@ const SETTINGS = { conversionEvents: { 'Order Completed': '794041057373779' } }
 /** Every key of the app's prefix with its value(s) as text: what someone reading Redis sees. */
 async function redisDump (ctx: TestContext): Promise<string> {
   const out: string[] = []
-  for (const pattern of [`${ctx.config.REDIS_PREFIX}:*`, `{${ctx.config.REDIS_PREFIX}}*`]) {
-    let cursor = '0'
-    do {
-      const [next, keys] = await ctx.app.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
-      for (const key of keys) {
-        const type = await ctx.app.redis.type(key)
-        if (type === 'string') out.push(key, String(await ctx.app.redis.get(key)))
-        else if (type === 'hash') out.push(key, JSON.stringify(await ctx.app.redis.hgetall(key)))
-        else if (type === 'list') out.push(key, JSON.stringify(await ctx.app.redis.lrange(key, 0, -1)))
-        else if (type === 'set') out.push(key, JSON.stringify(await ctx.app.redis.smembers(key)))
-        else if (type === 'zset') out.push(key, JSON.stringify(await ctx.app.redis.zrange(key, 0, -1)))
-        else out.push(key)
-      }
-      cursor = next
-    } while (cursor !== '0')
+  // Data keys, and BullMQ's (`{prefix}…` on one Redis, `{prefix:queue}…` on a cluster), on every primary.
+  for (const pattern of [`${ctx.config.REDIS_PREFIX}:*`, `{${ctx.config.REDIS_PREFIX}[}:]*`]) {
+    for (const key of await allKeys(ctx.app.redis, pattern)) {
+      const type = await ctx.app.redis.type(key)
+      if (type === 'string') out.push(key, String(await ctx.app.redis.get(key)))
+      else if (type === 'hash') out.push(key, JSON.stringify(await ctx.app.redis.hgetall(key)))
+      else if (type === 'list') out.push(key, JSON.stringify(await ctx.app.redis.lrange(key, 0, -1)))
+      else if (type === 'set') out.push(key, JSON.stringify(await ctx.app.redis.smembers(key)))
+      else if (type === 'zset') out.push(key, JSON.stringify(await ctx.app.redis.zrange(key, 0, -1)))
+      else out.push(key)
+    }
   }
   return out.join('\n')
 }
@@ -485,6 +481,7 @@ t.test('tokens never reach the log', async (t) => {
   const config = loadConfig({
     ...FAST_DELIVERY_ENV,
     REDIS_URL: prefixed.url,
+    ...(prefixed.clusterNodes === undefined ? {} : { REDIS_CLUSTER_NODES: prefixed.clusterNodes }),
     REDIS_PREFIX: prefixed.prefix,
     ADMIN_TOKEN,
     SECRET_KEY: 'test-secret-key-0123456789abcdef0123456789',
