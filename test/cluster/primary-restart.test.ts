@@ -9,6 +9,8 @@ import { createDestination, deliveredEventIds, FAST_DELIVERY_ENV, waitFor } from
 import { startTestRedisCluster } from '../helpers/redis-cluster.js'
 import type { TestRedis } from '../helpers/redis.js'
 
+// Longer than the runner's 120 s a file: tens of thousands of events through a cluster.
+t.setTimeout(600_000)
 const cluster = await startTestRedisCluster()
 if (cluster === undefined) {
   t.plan(0, 'redis-server and redis-cli are needed on PATH for a Redis Cluster')
