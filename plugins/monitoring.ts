@@ -64,16 +64,20 @@ export default fp(async (app) => {
         const counts = await queue.getJobCounts(...QUEUE_STATES)
         for (const state of QUEUE_STATES) this.set({ queue: queue.name, state }, counts[state] ?? 0)
       }
-      if (partitionJobs !== undefined) {
-        ingest.forEach((counts, p) => { for (const state of QUEUE_STATES) partitionJobs.set({ partition: ingestQueues[p].name, state }, counts[state] ?? 0) })
-      }
     }
   }))
-  // With partitions, each one's jobs (relay_queue_jobs{queue="ingest"} is their sum).
-  const partitionJobs = partitioned
-    ? new Gauge({ name: 'relay_ingest_partition_jobs', help: 'BullMQ jobs by ingest partition and state (their sum is relay_queue_jobs{queue="ingest"})', labelNames: ['partition', 'state'], registers: [registry] })
-    : undefined
   if (partitioned) {
+    // Each partition's jobs, oldest wait and processed jobs (the ingest entries above are their sums).
+    registry.registerMetric(new Gauge({
+      name: 'relay_ingest_partition_jobs',
+      help: 'BullMQ jobs by ingest partition and state (their sum is relay_queue_jobs{queue="ingest"})',
+      labelNames: ['partition', 'state'],
+      registers: [],
+      async collect () {
+        const counts = await Promise.all(ingestQueues.map((queue) => queue.getJobCounts(...QUEUE_STATES)))
+        counts.forEach((partition, p) => { for (const state of QUEUE_STATES) this.set({ partition: ingestQueues[p].name, state }, partition[state] ?? 0) })
+      }
+    }))
     registry.registerMetric(new Gauge({
       name: 'relay_ingest_partition_oldest_waiting_age_seconds',
       help: 'Age of the oldest job waiting for a worker, by ingest partition (0 when none waits)',

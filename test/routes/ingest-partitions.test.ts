@@ -5,12 +5,13 @@
 import t from 'tap'
 import { partitionKey, partitionOf } from '../../src/ingest-partitions.js'
 import { startFakeGraph } from '../fixtures/fake-graph.js'
-import { buildTestApp } from '../helpers/app.js'
+import { ADMIN_TOKEN, buildTestApp } from '../helpers/app.js'
 import { createDestination, deliveredEventIds, FAST_DELIVERY_ENV, settledStats, track, waitFor } from '../helpers/delivery-setup.js'
 import { readJobMessages } from '../../jobs/ingest.js'
 import type { TestContext } from '../helpers/app.js'
 import { freshPrefix } from '../helpers/ingest-queue.js'
 import { send, sourceStats } from '../helpers/ingest-send.js'
+import { scrape, valueOf } from '../helpers/metrics.js'
 import { startTestRedis } from '../helpers/redis.js'
 
 const redis = await startTestRedis()
@@ -106,4 +107,21 @@ t.test('one user\'s messages of a batch stay together, in the order sent', async
     }
     t.same(holding, [['Step 0', 'Step 1', 'Step 2']], `user-${u}: one part, in order`)
   }
+})
+
+t.test('the dashboard and /metrics show every partition, and their sum', async (t) => {
+  const ctx = await buildTestApp(t, { redis: freshPrefix(redis), env: { ROLE: 'api', INGEST_PARTITIONS: String(PARTITIONS) } })
+  const source = await ctx.createSource()
+  const batch = Array.from({ length: 40 }, (_, i) => track('Order Completed', { revenue: 1 }, { userId: `user-${i}` }))
+  t.equal((await send(ctx.app, '/v1/batch', { batch }, { writeKey: source.writeKey })).statusCode, 200)
+  const waiting = await Promise.all(ctx.app.queues.ingestPartitions.map((queue) => queue.getWaitingCount()))
+  const board = await ctx.app.inject({ url: '/admin/queues/api/queues', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+  t.equal(board.statusCode, 200)
+  for (let p = 0; p < PARTITIONS; p++) t.match(board.body, new RegExp(`"name":"ingest-${p}"`), `the dashboard lists ingest-${p}`)
+  const { samples } = await scrape(ctx)
+  t.equal(valueOf(samples, 'relay_queue_jobs', { queue: 'ingest', state: 'waiting' }), waiting.reduce((a, b) => a + b, 0), 'relay_queue_jobs{queue="ingest"} is the partitions\' sum')
+  for (let p = 0; p < PARTITIONS; p++) {
+    t.equal(valueOf(samples, 'relay_ingest_partition_jobs', { partition: `ingest-${p}`, state: 'waiting' }), waiting[p], `ingest-${p}'s own jobs`)
+  }
+  t.ok(valueOf(samples, 'relay_ingest_partition_oldest_waiting_age_seconds', { partition: `ingest-${waiting.findIndex((n) => n > 0)}` }) >= 0)
 })
