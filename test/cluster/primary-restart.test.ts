@@ -37,15 +37,18 @@ if (cluster === undefined) {
     const statuses = new Map<number, number>()
     let sent = 0
     const run = { stopping: false }
+    // Answers other than 200 and 503-with-Retry-After: asserted once the clients stop.
+    const unexpected: string[] = []
     // A client that sends batches of 20 and sends a batch again until it is answered 200.
     const client = async () => {
       while (!run.stopping) {
-        const batch = Array.from({ length: 20 }, () => ({ type: 'track', messageId: `m-${sent++}`, userId: 'u1', event: 'Order Completed', properties: { revenue: 5, currency: 'USD' } }))
-        for (;;) {
+        const batch = Array.from({ length: 20 }, () => ({ type: 'track', messageId: `m-${sent++}`, userId: `u${sent % 50}`, event: 'Order Completed', properties: { revenue: 5, currency: 'USD' } }))
+        while (!run.stopping) {
           const response = await fetch(`${ctx.url}/v1/batch`, {
             method: 'POST',
             headers: { authorization: basicAuth(source.writeKey), 'content-type': 'application/json' },
-            body: JSON.stringify({ batch })
+            body: JSON.stringify({ batch }),
+            signal: AbortSignal.timeout(10_000)
           }).catch(() => undefined)
           const status = response?.status ?? 0
           statuses.set(status, (statuses.get(status) ?? 0) + 1)
@@ -53,20 +56,25 @@ if (cluster === undefined) {
             for (const message of batch) acknowledged.add(message.messageId)
             break
           }
-          t.ok(status === 503 && response!.headers.get('retry-after') !== null, `a failed request is 503 with Retry-After (${status})`)
+          if (status !== 503 || response!.headers.get('retry-after') === null) unexpected.push(`${status}`)
           await new Promise((resolve) => setTimeout(resolve, 100))
         }
       }
     }
     const clients = [client(), client()]
-    await waitFor(() => acknowledged.size >= 400, 30_000, 'messages before the restart')
-    await cluster.stopNode(1)
-    await waitFor(() => (statuses.get(503) ?? 0) >= 5, 30_000, 'the API to answer 503 while the primary is away')
-    await cluster.startNode(1)
-    const before = acknowledged.size
-    await waitFor(() => acknowledged.size >= before + 400, 60_000, 'ingestion to go on once the primary is back')
-    run.stopping = true
-    await Promise.all(clients)
+    try {
+      await waitFor(() => acknowledged.size >= 400, 30_000, 'messages before the restart')
+      await cluster.stopNode(1)
+      await waitFor(() => (statuses.get(503) ?? 0) >= 5, 30_000, 'the API to answer 503 while the primary is away')
+      await cluster.startNode(1)
+      const before = acknowledged.size
+      await waitFor(() => acknowledged.size >= before + 400, 90_000, () => `ingestion to go on once the primary is back (answers ${JSON.stringify(Object.fromEntries(statuses))})`)
+    } finally {
+      // The clients stop whatever happened: a test that failed must not leave them sending.
+      run.stopping = true
+      await Promise.all(clients)
+    }
+    t.same(unexpected, [], 'every failed request was answered 503 with Retry-After')
 
     await waitFor(() => new Set(deliveredEventIds(graph, '1001')).size >= acknowledged.size, 120_000,
       () => `every acknowledged message delivered (${new Set(deliveredEventIds(graph, '1001')).size} of ${acknowledged.size})`)
