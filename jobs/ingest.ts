@@ -26,6 +26,9 @@ export interface IngestProcessorOptions {
 export function createIngestProcessor (stages: IngestStage[], redis: RedisClient, options: IngestProcessorOptions = {}) {
   return async function processIngestJob (job: Job<IngestJobData>): Promise<{ messages: number, unprocessable: number }> {
     const isolation = new JobIsolation()
+    // Unique across ingest partitions (each numbers its jobs from 1): the job's own markers
+    // (counted once) must not meet another partition's job of the same number.
+    const jobKey = job.queueName === 'ingest' || job.id === undefined ? job.id ?? '' : `${job.queueName}/${job.id}`
     const { messages, bodyKeys } = await readJobMessages(redis, job.data, (sourceId, error, messageId) => {
       isolation.add(sourceId, messageId === undefined ? undefined : { messageId } as SegmentMessage, 'prepare', error)
     })
@@ -36,7 +39,7 @@ export function createIngestProcessor (stages: IngestStage[], redis: RedisClient
       list.push(message)
     }
     for (const [sourceId, messages] of bySource) {
-      const context = isolation.context(sourceId, job.id ?? '')
+      const context = isolation.context(sourceId, jobKey)
       for (const stage of stages) {
         await runIsolated(
           (part) => stage(sourceId, isolation.remaining(part), context),
@@ -47,7 +50,7 @@ export function createIngestProcessor (stages: IngestStage[], redis: RedisClient
     for (const record of isolation.records) {
       options.log?.error({ jobId: job.id, sourceId: record.sourceId, messageId: record.messageId, step: record.step, destinationId: record.destinationId, error: errorWithoutContent(record.error) }, 'a message could not be processed; it was set aside and the job went on')
     }
-    if (isolation.records.length > 0) await options.countUnprocessable?.(isolation.unprocessable, `ingest:${job.id}`)
+    if (isolation.records.length > 0) await options.countUnprocessable?.(isolation.unprocessable, `ingest:${jobKey}`)
     // Processed: the bodies go (a failed job keeps them for its retries).
     if (bodyKeys.length > 0) await redis.del(...bodyKeys)
     return { messages: messages.length, unprocessable: isolation.records.length }

@@ -101,7 +101,9 @@ export function isInfrastructureError (error: unknown): boolean {
   if (error.name === 'MaxRetriesPerRequestError' || error.name === 'AbortError' || error.name === 'ClusterAllFailedError') return true
   const code = (error as NodeJS.ErrnoException).code
   if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return true // ECONNREFUSED, ECONNRESET, ETIMEDOUT, EPIPE, …
-  return /^(?:Connection is closed|Stream isn't writeable|Command timed out|None of startup nodes is available)/.test(error.message) ||
+  // ioredis Cluster's own: a node away (its commands redirected until the client gives up), the
+  // slot map being refreshed, the cluster not yet (or no longer) ready.
+  return /^(?:Connection is closed|Stream isn't writeable|Command timed out|None of startup nodes is available|Too many Cluster redirections|Cluster isn't ready|Failed to refresh slots cache)/.test(error.message) ||
     // A failed pipeline or transaction reports its first command's error as its cause.
     (error.cause !== undefined && isInfrastructureError(error.cause))
 }

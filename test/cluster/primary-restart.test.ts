@@ -29,7 +29,7 @@ if (cluster === undefined) {
   t.test('a primary restarted during ingestion: 503 while it is away, nothing acknowledged lost', { timeout: 300_000 }, async (t) => {
     const graph = await startFakeGraph()
     t.teardown(() => graph.close())
-    const ctx = await buildTestApp(t, { redis, listen: true, env: { FACEBOOK_GRAPH_URL: graph.url, RATE_LIMIT_EVENTS_PER_SECOND: '0', ...FAST_DELIVERY_ENV } })
+    const ctx = await buildTestApp(t, { redis, listen: true, env: { FACEBOOK_GRAPH_URL: graph.url, RATE_LIMIT_EVENTS_PER_SECOND: '0', ...FAST_DELIVERY_ENV, LOG_LEVEL: process.env.DEBUG_LOG ?? 'silent' } })
     const source = await ctx.createSource()
     const destination = await createDestination(ctx, source.id, { conversionEvents: { 'Order Completed': '1001' } })
 
@@ -76,8 +76,12 @@ if (cluster === undefined) {
     }
     t.same(unexpected, [], 'every failed request was answered 503 with Retry-After')
 
-    await waitFor(() => new Set(deliveredEventIds(graph, '1001')).size >= acknowledged.size, 120_000,
-      () => `every acknowledged message delivered (${new Set(deliveredEventIds(graph, '1001')).size} of ${acknowledged.size})`)
+    let state = ''
+    await waitFor(async () => {
+      const delivered = new Set(deliveredEventIds(graph, '1001'))
+      state = JSON.stringify({ stats: await ctx.app.destinations.stats(destination.id), source: await ctx.app.sources.stats(source.id), queues: await ctx.app.queueStats(), missing: [...acknowledged].filter((id) => !delivered.has(id)).slice(0, 30) })
+      return delivered.size >= acknowledged.size
+    }, 120_000, () => `every acknowledged message delivered (${new Set(deliveredEventIds(graph, '1001')).size} of ${acknowledged.size}): ${state}`)
     const delivered = new Set(deliveredEventIds(graph, '1001'))
     const lost = [...acknowledged].filter((id) => !delivered.has(id))
     t.same(lost, [], `nothing acknowledged is lost (${acknowledged.size} acknowledged; answers ${JSON.stringify(Object.fromEntries(statuses))})`)

@@ -175,6 +175,9 @@ t.test('the infrastructure, not the content, fails a job', async (t) => {
   t.ok(isInfrastructureError(new ReplyError('LOADING Redis is loading the dataset in memory')))
   t.ok(isInfrastructureError(new ReplyError('OOM command not allowed when used memory > \'maxmemory\'.')))
   t.ok(isInfrastructureError(new Error('Connection is closed.')))
+  // ioredis Cluster, while a primary is away (test/cluster/primary-restart.test.ts met the first).
+  t.ok(isInfrastructureError(new Error('Too many Cluster redirections. Last error: Error: Connection is closed.')))
+  t.ok(isInfrastructureError(new Error('Cluster isn\'t ready and enableOfflineQueue options is false')))
   t.ok(isInfrastructureError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' })))
   t.notOk(isInfrastructureError(new ReplyError('ERR hash value is not an integer')), 'Redis refusing what it was given: the content')
   t.notOk(isInfrastructureError(new RangeError('Maximum call stack size exceeded')))
