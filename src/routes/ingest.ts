@@ -5,7 +5,7 @@ import secureJson from 'secure-json-parse'
 import { Type } from 'typebox'
 import { UnavailableError, type Submission } from '../../plugins/ingest-buffer.js'
 import { batchItemSpans, minimumJsonBytes } from '../segment/batch-text.js'
-import { partitionKey, partitionOf, splitByPartition } from '../ingest-partitions.js'
+import { partitionKey, partitionOf, splitByPartition, type PartitionIds } from '../ingest-partitions.js'
 import { lazyRequestLogger } from '../request-logger.js'
 import { checkMessage, idString, isPlainObject, PATH_TYPES, shapeError } from '../segment/message.js'
 import type { MessageType } from '../segment/types.js'
@@ -282,7 +282,7 @@ const ingest: FastifyPluginAsync = async (app) => {
       throw new IngestHttpError(413, tooLargeError(bytes.length))
     }
     const ids = checked.messageId === undefined ? [] : [checked.messageId]
-    const submission: Submission = { request: stored, body: bytes, valid: 1, ids, indexes: ids.map(() => 0), rejected: 0, partition: partitionOf(messageKey(body) ?? stored.idPrefix!, partitions) }
+    const submission: Submission = { request: stored, body: bytes, valid: 1, ids, indexes: ids.map(() => 0), rejected: 0, partition: partitionOf(partitionKey(messageIds(body)) ?? stored.idPrefix!, partitions) }
     const active = suppressing(sourceId)
     if (typeof active === 'boolean' ? active : await active) submission.subjects = [[0, idString(body.userId), idString(body.anonymousId)]]
     await app.ingestBuffer.submit(submission)
@@ -314,7 +314,7 @@ const ingest: FastifyPluginAsync = async (app) => {
     const { submission, rejected } = checkBatch(sourceId, text, request.bodyBytes!, items, request.suspectKeys === true, typeof active === 'boolean' ? active : await active)
     // The messages' places in the text, found once for all the parts (only for a batch that is split).
     let spans: Array<[number, number]> | null | undefined
-    const parts = splitByPartition(submission, partitions, (index) => messageKey(items[index]), (positions) => partBody(body, text, items, positions, (spans ??= batchItemSpans(text) ?? null)))
+    const parts = splitByPartition(submission, partitions, (index) => messageIds(items[index]), (positions) => partBody(body, text, items, positions, (spans ??= batchItemSpans(text) ?? null)))
     // Only the bytes are stored: the parsed messages and the text can go before the wait for
     // Redis (kept, they would survive young-generation collections by the thousand under load).
     request.body = undefined
@@ -354,10 +354,10 @@ const ingest: FastifyPluginAsync = async (app) => {
     return { submission, rejected }
   }
 
-  /** A valid message's partition key (src/ingest-partitions.ts), its ids as the worker reads them. */
-  function messageKey (item: unknown): string | undefined {
+  /** A valid message's ids that decide its partition (src/ingest-partitions.ts), as the worker reads them. */
+  function messageIds (item: unknown): PartitionIds {
     const message = item as Record<string, unknown>
-    return partitionKey({ anonymousId: idString(message.anonymousId), userId: idString(message.userId), messageId: idString(message.messageId) })
+    return { anonymousId: idString(message.anonymousId), userId: idString(message.userId), messageId: idString(message.messageId) }
   }
 
   /**

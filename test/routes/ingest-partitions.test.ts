@@ -1,5 +1,5 @@
-// Partitioned ingestion (INGEST_PARTITIONS): a message goes to its user's partition (anonymousId,
-// else userId, else messageId), so a message sent again inside another batch is still found a
+// Partitioned ingestion (INGEST_PARTITIONS): a message goes to its user's partition (userId,
+// else anonymousId, else messageId), so a message sent again inside another batch is still found a
 // duplicate and one user's messages keep their order; a batch whose messages span partitions is
 // stored as parts, each message once, with the ids it was given; every partition is consumed.
 import t from 'tap'
@@ -25,8 +25,8 @@ async function storedMessages (ctx: TestContext) {
 }
 
 t.test('a key always has the same partition, and keys spread over every partition; the user decides', async (t) => {
-  t.equal(partitionKey({ anonymousId: 'a1', userId: 'u1', messageId: 'm1' }), 'a1')
-  t.equal(partitionKey({ userId: 'u1', messageId: 'm1' }), 'u1')
+  t.equal(partitionKey({ anonymousId: 'a1', userId: 'u1', messageId: 'm1' }), 'u1')
+  t.equal(partitionKey({ anonymousId: 'a1', messageId: 'm1' }), 'a1')
   t.equal(partitionKey({ messageId: 'm1' }), 'm1')
   const counts = Array<number>(PARTITIONS).fill(0)
   for (let i = 0; i < 4000; i++) counts[partitionOf(`message-${i}`, PARTITIONS)]++
@@ -94,7 +94,8 @@ t.test('one user\'s messages of a batch stay together, in the order sent', async
   const source = await ctx.createSource()
   const batch: Array<Record<string, unknown>> = []
   for (let step = 0; step < 3; step++) {
-    for (let u = 0; u < 8; u++) batch.push(track(`Step ${step}`, {}, { userId: `user-${u}`, anonymousId: `anon-${u}`, messageId: `u${u}-s${step}` }))
+    // (Some with the anonymousId too, some without: as a signed-in user's browser and server send them.)
+    for (let u = 0; u < 8; u++) batch.push(track(`Step ${step}`, {}, { userId: `user-${u}`, ...(step === 1 ? { anonymousId: `anon-${u}` } : {}), messageId: `u${u}-s${step}` }))
   }
   t.equal((await send(ctx.app, '/v1/batch', { batch }, { writeKey: source.writeKey })).statusCode, 200)
   const jobs = (await Promise.all(ctx.app.queues.ingestPartitions.map((queue) => queue.getWaiting(0, -1)))).flat()
@@ -124,4 +125,28 @@ t.test('the dashboard and /metrics show every partition, and their sum', async (
     t.equal(valueOf(samples, 'relay_ingest_partition_jobs', { partition: `ingest-${p}`, state: 'waiting' }), waiting[p], `ingest-${p}'s own jobs`)
   }
   t.ok(valueOf(samples, 'relay_ingest_partition_oldest_waiting_age_seconds', { partition: `ingest-${waiting.findIndex((n) => n > 0)}` }) >= 0)
+})
+
+t.test('messages joined by a shared id stay together: an identify with both ids, then one id alone', async (t) => {
+  const ctx = await buildTestApp(t, { redis: freshPrefix(redis), env: { ROLE: 'api', INGEST_PARTITIONS: String(PARTITIONS) } })
+  const source = await ctx.createSource()
+  const batch: Array<Record<string, unknown>> = []
+  for (let u = 0; u < 8; u++) {
+    batch.push({ type: 'identify', userId: `user-${u}`, anonymousId: `anon-${u}`, traits: { plan: 'pro' } })
+    batch.push({ type: 'track', anonymousId: `anon-${u}`, event: 'Anonymous' })
+    batch.push({ type: 'identify', userId: `user-${u}`, traits: { plan: 'max' } })
+  }
+  t.equal((await send(ctx.app, '/v1/batch', { batch }, { writeKey: source.writeKey })).statusCode, 200)
+  const jobs = (await Promise.all(ctx.app.queues.ingestPartitions.map((queue) => queue.getWaiting(0, -1)))).flat()
+  t.ok(jobs.length >= 2, `the batch went to several partitions (${jobs.length} jobs)`)
+  for (let u = 0; u < 8; u++) {
+    const holding = []
+    for (const job of jobs) {
+      const mine = (await readJobMessages(ctx.app.redis, job.data)).messages.map(([, message]) => message)
+        .filter((message) => message.userId === `user-${u}` || message.anonymousId === `anon-${u}`)
+        .map((message) => message.type === 'track' ? 'track' : String(message.traits?.plan))
+      if (mine.length > 0) holding.push(mine)
+    }
+    t.same(holding, [['pro', 'track', 'max']], `user-${u}'s three messages: one part, in order`)
+  }
 })
