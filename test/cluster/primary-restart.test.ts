@@ -6,8 +6,7 @@ import t from 'tap'
 import { startFakeGraph } from '../fixtures/fake-graph.js'
 import { basicAuth, buildTestApp } from '../helpers/app.js'
 import { createDestination, deliveredEventIds, FAST_DELIVERY_ENV, waitFor } from '../helpers/delivery-setup.js'
-import { startTestRedisCluster } from '../helpers/redis-cluster.js'
-import type { TestRedis } from '../helpers/redis.js'
+import { clusterTestRedis, startTestRedisCluster } from '../helpers/redis-cluster.js'
 
 // Longer than the runner's 120 s a file: tens of thousands of events through a cluster.
 t.setTimeout(600_000)
@@ -16,15 +15,7 @@ if (cluster === undefined) {
   t.plan(0, 'redis-server and redis-cli are needed on PATH for a Redis Cluster')
 } else {
   t.teardown(() => cluster.close())
-  const redis: TestRedis = {
-    url: `redis://127.0.0.1:${cluster.ports[0]}`,
-    clusterNodes: cluster.nodes,
-    prefix: `restart-${randomUUID().slice(0, 8)}`,
-    owned: false,
-    stop: async () => {},
-    start: async () => {},
-    close: async () => {}
-  }
+  const redis = clusterTestRedis(cluster, `restart-${randomUUID().slice(0, 8)}`)
 
   t.test('a primary restarted during ingestion: 503 while it is away, nothing acknowledged lost', { timeout: 300_000 }, async (t) => {
     const graph = await startFakeGraph()

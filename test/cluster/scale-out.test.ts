@@ -9,8 +9,7 @@ import { startFakeGraph } from '../fixtures/fake-graph.js'
 import { basicAuth, buildTestApp, type TestContext } from '../helpers/app.js'
 import { assertAccounted, createDestination, deliveredEventIds, FAST_DELIVERY_ENV, settledStats } from '../helpers/delivery-setup.js'
 import { sourceStats } from '../helpers/ingest-send.js'
-import { startTestRedisCluster } from '../helpers/redis-cluster.js'
-import type { TestRedis } from '../helpers/redis.js'
+import { clusterTestRedis, startTestRedisCluster } from '../helpers/redis-cluster.js'
 import { startWorkerProcess, workerEnv } from '../helpers/worker-process.js'
 import { Redis } from 'ioredis'
 
@@ -21,15 +20,7 @@ if (cluster === undefined) {
   t.plan(0, 'redis-server and redis-cli are needed on PATH for a Redis Cluster')
 } else {
   t.teardown(() => cluster.close())
-  const redis: TestRedis = {
-    url: `redis://127.0.0.1:${cluster.ports[0]}`,
-    clusterNodes: cluster.nodes,
-    prefix: `scale-${randomUUID().slice(0, 8)}`,
-    owned: false,
-    stop: async () => {},
-    start: async () => {},
-    close: async () => {}
-  }
+  const redis = clusterTestRedis(cluster, `scale-${randomUUID().slice(0, 8)}`)
   const EVENTS = 50_000
   const REPEATS = 5_000
   const BATCH = 500

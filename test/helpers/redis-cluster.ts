@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { findOnPath, freePort, startRedisServer, type LocalRedis } from '../../src/local-redis.js'
+import type { TestRedis } from './redis.js'
 
 const run = promisify(execFile)
 
@@ -58,4 +59,10 @@ export async function startTestRedisCluster (primaries = 3): Promise<TestRedisCl
       rmSync(root, { recursive: true, force: true })
     }
   }
+}
+
+/** The test's Redis as `buildTestApp` takes it, on a cluster the file started (and stops itself). */
+export function clusterTestRedis (cluster: TestRedisCluster, prefix: string): TestRedis {
+  const noop = async () => {}
+  return { url: `redis://127.0.0.1:${cluster.ports[0]}`, clusterNodes: cluster.nodes, prefix, owned: false, stop: noop, start: noop, close: noop }
 }

@@ -8,6 +8,9 @@ import { startFakeGraph } from '../fixtures/fake-graph.js'
 import { ADMIN_TOKEN, buildTestApp } from '../helpers/app.js'
 import { createDestination, deliveredEventIds, FAST_DELIVERY_ENV, settledStats, track, waitFor } from '../helpers/delivery-setup.js'
 import { readJobMessages } from '../../jobs/ingest.js'
+import type { Job } from 'bullmq'
+import type { IngestJobData } from '../../jobs/queues.js'
+import type { SegmentMessage } from '../../src/segment/types.js'
 import type { TestContext } from '../helpers/app.js'
 import { freshPrefix } from '../helpers/ingest-queue.js'
 import { send, sourceStats } from '../helpers/ingest-send.js'
@@ -17,6 +20,16 @@ import { startTestRedis } from '../helpers/redis.js'
 const redis = await startTestRedis()
 t.teardown(() => redis.close())
 const PARTITIONS = 4
+
+/** What each waiting job holds of the messages `mine` picks, as `label` gives them (jobs holding none left out). */
+async function partsHolding (ctx: TestContext, jobs: Array<Job<IngestJobData>>, mine: (message: SegmentMessage) => boolean, label: (message: SegmentMessage) => string): Promise<string[][]> {
+  const parts: string[][] = []
+  for (const job of jobs) {
+    const held = (await readJobMessages(ctx.app.redis, job.data)).messages.map(([, message]) => message).filter(mine).map(label)
+    if (held.length > 0) parts.push(held)
+  }
+  return parts
+}
 
 /** The messages every partition's waiting jobs hold (ROLE api: no worker takes them), as the worker reads them. */
 async function storedMessages (ctx: TestContext) {
@@ -101,11 +114,7 @@ t.test('one user\'s messages of a batch stay together, in the order sent', async
   const jobs = (await Promise.all(ctx.app.queues.ingestPartitions.map((queue) => queue.getWaiting(0, -1)))).flat()
   t.ok(jobs.length >= 2, `the batch went to several partitions (${jobs.length} jobs)`)
   for (let u = 0; u < 8; u++) {
-    const holding = []
-    for (const job of jobs) {
-      const events = (await readJobMessages(ctx.app.redis, job.data)).messages.map(([, message]) => message).filter((message) => message.userId === `user-${u}`).map((message) => message.event)
-      if (events.length > 0) holding.push(events)
-    }
+    const holding = await partsHolding(ctx, jobs, (message) => message.userId === `user-${u}`, (message) => String(message.event))
     t.same(holding, [['Step 0', 'Step 1', 'Step 2']], `user-${u}: one part, in order`)
   }
 })
@@ -140,13 +149,8 @@ t.test('messages joined by a shared id stay together: an identify with both ids,
   const jobs = (await Promise.all(ctx.app.queues.ingestPartitions.map((queue) => queue.getWaiting(0, -1)))).flat()
   t.ok(jobs.length >= 2, `the batch went to several partitions (${jobs.length} jobs)`)
   for (let u = 0; u < 8; u++) {
-    const holding = []
-    for (const job of jobs) {
-      const mine = (await readJobMessages(ctx.app.redis, job.data)).messages.map(([, message]) => message)
-        .filter((message) => message.userId === `user-${u}` || message.anonymousId === `anon-${u}`)
-        .map((message) => message.type === 'track' ? 'track' : String(message.traits?.plan))
-      if (mine.length > 0) holding.push(mine)
-    }
+    const holding = await partsHolding(ctx, jobs, (message) => message.userId === `user-${u}` || message.anonymousId === `anon-${u}`,
+      (message) => message.type === 'track' ? 'track' : String(message.traits?.plan))
     t.same(holding, [['pro', 'track', 'max']], `user-${u}'s three messages: one part, in order`)
   }
 })
