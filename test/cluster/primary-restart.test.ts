@@ -20,9 +20,18 @@ if (cluster === undefined) {
   t.test('a primary restarted during ingestion: 503 while it is away, nothing acknowledged lost', { timeout: 540_000 }, async (t) => {
     const graph = await startFakeGraph()
     t.teardown(() => graph.close())
-    const ctx = await buildTestApp(t, { redis, listen: true, env: { FACEBOOK_GRAPH_URL: graph.url, RATE_LIMIT_EVENTS_PER_SECOND: '0', ...FAST_DELIVERY_ENV,
-      // Jobs whose locks were on the stopped primary run again after this, not BullMQ's 30 s.
-      STALLED_INTERVAL_MS: '5000', LOG_LEVEL: process.env.DEBUG_LOG ?? 'silent' } })
+    const ctx = await buildTestApp(t, {
+      redis,
+      listen: true,
+      env: {
+        FACEBOOK_GRAPH_URL: graph.url,
+        RATE_LIMIT_EVENTS_PER_SECOND: '0',
+        ...FAST_DELIVERY_ENV,
+        // Jobs whose locks were on the stopped primary run again after this, not BullMQ's 30 s.
+        STALLED_INTERVAL_MS: '5000',
+        LOG_LEVEL: process.env.DEBUG_LOG ?? 'silent'
+      }
+    })
     const source = await ctx.createSource()
     const destination = await createDestination(ctx, source.id, { conversionEvents: { 'Order Completed': '1001' } })
 
