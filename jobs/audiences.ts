@@ -5,6 +5,7 @@ import { isCluster, type RedisClient } from '../src/redis-client.js'
 import { orderedPrimaries, SlotPipeline, slotGroups } from '../src/slots.js'
 import { compile, type AudienceStore, type CompiledAudience, type StoredAudience, type SyncState } from '../plugins/audiences.js'
 import { profileFields, readProfile, type ProfileStore } from '../plugins/profiles.js'
+import { partitionKey, partitionOf } from '../src/ingest-partitions.js'
 import { matchesWhere, MAX_EVENT_NAME_BYTES } from '../src/audiences/condition.js'
 import { dayNumber, evaluate, type CountedLeaf } from '../src/audiences/evaluate.js'
 import { DESTINATION_NAME } from '../src/facebook/settings.js'
@@ -35,7 +36,8 @@ export interface AudienceEngineDependencies {
   keys: RedisKeys
   audiences: AudienceStore
   profiles: ProfileStore
-  ingestQueue: Queue<IngestJobData>
+  /** Every ingest partition's queue; a sync's messages go to their users' partitions. */
+  ingestQueues: Array<Queue<IngestJobData>>
   syncQueue: Queue<AudienceSyncJobData>
   retentionMs: number
   /**
@@ -651,7 +653,23 @@ export class AudienceEngine {
     // The job id names the content too: a re-run with the same messages is one job, but a re-run
     // whose messages differ (states changed since) is not dropped as a duplicate of the first.
     const content = createHash('sha256').update(JSON.stringify([destinationIds, updates])).digest('base64url').slice(0, 16)
-    await this.deps.ingestQueue.add('audience-sync', { messages }, { jobId: `audience-${jobId}-${content}`.replace(/:/g, '_') })
+    const queues = this.deps.ingestQueues
+    if (queues.length === 1) {
+      await queues[0].add('audience-sync', { messages }, { jobId: `audience-${jobId}-${content}`.replace(/:/g, '_') })
+      return
+    }
+    // Each user's message to the user's own partition, as the API sends its messages: after the
+    // user's messages queued before it, and the sync's work spread over the cluster's primaries
+    // instead of all on the first partition's.
+    const byPartition = new Map<number, Array<[string, SegmentMessage]>>()
+    for (const entry of messages) {
+      const partition = partitionOf(partitionKey(entry[1])!, queues.length)
+      const part = byPartition.get(partition)
+      if (part === undefined) byPartition.set(partition, [entry])
+      else part.push(entry)
+    }
+    await Promise.all([...byPartition].map(([partition, part]) =>
+      queues[partition].add('audience-sync', { messages: part }, { jobId: `audience-${jobId}-${content}-${partition}`.replace(/:/g, '_') })))
   }
 
   /**

@@ -28,7 +28,7 @@ export default fp(async (app) => {
     keys: app.keys,
     audiences: app.audiences,
     profiles: app.profiles,
-    ingestQueue: app.queues.ingest,
+    ingestQueues: app.queues.ingestPartitions,
     syncQueue,
     retentionMs: config.historyRetentionMs,
     lockMs: config.STALLED_INTERVAL_MS,

@@ -12,6 +12,7 @@ import type { Job } from 'bullmq'
 import type { IngestJobData } from '../../jobs/queues.js'
 import type { SegmentMessage } from '../../src/segment/types.js'
 import type { TestContext } from '../helpers/app.js'
+import { createAudience, identifyBy, ingest, ingestDrained } from '../helpers/audience-setup.js'
 import { freshPrefix } from '../helpers/ingest-queue.js'
 import { send, sourceStats } from '../helpers/ingest-send.js'
 import { scrape, valueOf } from '../helpers/metrics.js'
@@ -153,4 +154,25 @@ t.test('messages joined by a shared id stay together: an identify with both ids,
       (message) => message.type === 'track' ? 'track' : String(message.traits?.plan))
     t.same(holding, [['pro', 'track', 'max']], `user-${u}'s three messages: one part, in order`)
   }
+})
+
+t.test('an audience sync sends each member\'s identify through the member\'s own partition', async (t) => {
+  const ctx = await buildTestApp(t, { redis: freshPrefix(redis), env: { INGEST_PARTITIONS: String(PARTITIONS) } })
+  // Which partition's job carried each audience identify (an ingest job's id names its queue).
+  const carriedBy = new Map<string, string>()
+  ctx.app.workers.ingestStages.push(async (_sourceId, messages, context) => {
+    for (const message of messages) {
+      if ((message.context as { personas?: unknown } | undefined)?.personas !== undefined) carriedBy.set(String(message.userId), context.jobId.split('/')[0])
+    }
+  })
+  const source = await ctx.createSource()
+  const destination = await createDestination(ctx, source.id, { conversionEvents: { 'Order Completed': '1001' } }, { token: null })
+  const users = Array.from({ length: 24 }, (_, i) => `member-${i}`)
+  await ingest(ctx, source.writeKey, users.map((userId) => identifyBy(userId, { plan: 'pro' })))
+  await ingestDrained(ctx)
+  const audience = await createAudience(ctx, source.id, { name: 'Pro', condition: { type: 'trait', trait: 'plan', op: 'equals', value: 'pro' }, destinations: [destination.id] })
+  await waitFor(() => carriedBy.size === users.length, 20_000, () => `every member's identify (${carriedBy.size} of ${users.length})`)
+  t.ok(audience.id)
+  for (const userId of users) t.equal(carriedBy.get(userId), `ingest-${partitionOf(userId, PARTITIONS)}`, `${userId}'s identify in its own partition`)
+  t.ok(new Set(carriedBy.values()).size > 1, `the sync spread over partitions (${[...new Set(carriedBy.values())].join(', ')})`)
 })
