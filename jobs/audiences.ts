@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { DelayedError, type Job, type Queue } from 'bullmq'
 import type { Result } from 'ioredis'
 import { isCluster, type RedisClient } from '../src/redis-client.js'
-import { orderedPrimaries, SlotPipeline, slotGroups } from '../src/slots.js'
+import { orderedPrimaries, orThrow, SlotPipeline, slotGroups } from '../src/slots.js'
 import { compile, type AudienceStore, type CompiledAudience, type StoredAudience, type SyncState } from '../plugins/audiences.js'
 import { profileFields, readProfile, type ProfileStore } from '../plugins/profiles.js'
 import { partitionKey, partitionOf } from '../src/ingest-partitions.js'
@@ -597,7 +597,7 @@ export class AudienceEngine {
       if (changed.length > 0) {
         const read = redis.pipeline()
         for (const [profileId] of changed) read.zscore(keys.audienceMembers(audience.id), profileId)
-        const current = (await read.exec())!
+        const current = orThrow((await read.exec())!)
         const updates = changed.map(([profileId, version], i) => {
           const since = current[i][1] as string | null
           return { profileId, member: since !== null, version, since: since ?? undefined }

@@ -369,7 +369,7 @@ export class DestinationStore {
       const stats = this.keys.destinationStats(id)
       commands.push([stats, (p) => p.countOnce(stats, this.keys.destinationCounted(id), once, now, increments.length / 2, ...increments, ...sets)])
     }
-    await execBySlot(this.redis, commands)
+    orThrow(await execBySlot(this.redis, commands))
   }
 
   /** Whether the destination has counted this part of a job already (it was run before a crash). */

@@ -1,6 +1,7 @@
 import type { Job, Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { RedisClient } from '../src/redis-client.js'
+import { orThrow } from '../src/slots.js'
 import { bodyKeysOf, INGEST_BODY_TTL_MS, type IngestJobData } from '../jobs/queues.js'
 
 export interface IngestFailure {
@@ -37,7 +38,7 @@ export class IngestFailures {
     if (keys.length === 0) return
     const pipeline = this.redis.pipeline()
     for (const key of keys) pipeline.pexpire(key, this.retentionMs)
-    await pipeline.exec()
+    orThrow((await pipeline.exec())!)
   }
 
   async list (offset: number, limit: number): Promise<{ total: number, failures: IngestFailure[] }> {
@@ -67,7 +68,7 @@ export class IngestFailures {
       // Waiting again, its bodies get a waiting job's life back.
       const pipeline = this.redis.pipeline()
       for (const key of keys) pipeline.pexpire(key, INGEST_BODY_TTL_MS)
-      await pipeline.exec()
+      orThrow((await pipeline.exec())!)
       await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true })
       replayed++
     }

@@ -157,10 +157,10 @@ export class SourceStore {
   async countUnprocessable (bySource: Map<string, number>, once = ''): Promise<void> {
     // A script per source, in its slot (its stats and markers share its tag).
     const now = Date.now()
-    await execBySlot(this.redis, [...bySource].map(([sourceId, n]): SlotCommand => {
+    orThrow(await execBySlot(this.redis, [...bySource].map(([sourceId, n]): SlotCommand => {
       const stats = this.keys.sourceStats(sourceId)
       return [stats, (p) => p.eval(COUNT_ONCE, 2, stats, this.keys.sourceCounted(sourceId), once, now, 1, 'unprocessable', n)]
-    }))
+    })))
   }
 
   private async getStored (id: string): Promise<StoredSource | undefined> {

@@ -150,21 +150,25 @@ export class SlotPipeline {
     return this
   }
 
-  /** Runs the commands; answers each one's [error, result], in the order `add` queued them. */
+  /**
+   * Runs the commands; answers each one's [error, result], in the order `add` queued them — or
+   * throws the first command's error, as one command would (an ioredis pipeline does not: a
+   * refused write, Redis out of memory or a key of the wrong type, would pass unnoticed and its
+   * job end as if it had been written).
+   */
   async exec (): Promise<Reply[]> {
     if (this.single !== undefined) {
       if (this.single.length === 0) return []
-      const replies = (await this.single.exec())! as Reply[]
+      const replies = orThrow((await this.single.exec())! as Reply[])
       if (this.skipped.size === 0) return replies
-      for (const i of this.skipped) if (replies[i][0] !== null) throw replies[i][0]
       for (const done of this.afterEarly) done()
       return replies.filter((_, i) => !this.skipped.has(i))
     }
     if (this.early.length > 0) {
-      for (const [err] of await runByPrimary(this.redis as Cluster, this.early)) if (err !== null) throw err
+      orThrow(await runByPrimary(this.redis as Cluster, this.early))
       for (const done of this.afterEarly) done()
     }
-    return runByPrimary(this.redis as Cluster, this.queued)
+    return orThrow(await runByPrimary(this.redis as Cluster, this.queued))
   }
 }
 
