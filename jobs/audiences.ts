@@ -358,7 +358,7 @@ export class AudienceEngine {
       if (relevant.length === 0) continue
       const read = redis.pipeline()
       for (const move of relevant) read.zscore(keys.audienceMembers(audience.id), move.profileId)
-      const since = (await read.exec())!.map(([, score]) => score as string | null)
+      const since = orThrow((await read.exec())!).map(([, score]) => score as string | null)
       for (const [i, move] of relevant.entries()) {
         if (since[i] === null) continue
         const version = `consent-${move.at}`

@@ -290,7 +290,7 @@ export class RegulationEngine {
         writes.zrem(keys.audienceMembers(audience.id), id)
         writes.zrem(keys.audienceLapses(audience.id), id)
       }
-      const answers = (await writes.exec())!
+      const answers = orThrow((await writes.exec())!)
       answers.forEach(([, removed], i) => { if (i % 2 === 0) counts.membershipsRemoved += removed as number })
       const changes = await redis.xrange(keys.audienceChanges(audience.id), '-', '+')
       const theirs = changes.filter(([, fields]) => profileSet.has(fields[1])).map(([entryId]) => entryId)

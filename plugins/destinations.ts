@@ -420,7 +420,7 @@ export class DestinationStore {
 
   async deadLetters (id: string, offset: number, limit: number): Promise<{ letters: DeadLetter[], total: number }> {
     const key = this.keys.deadLetters(id)
-    const [[, items], [, total]] = (await this.redis.multi().lrange(key, offset, offset + limit - 1).llen(key).exec()) as [[null, string[]], [null, number]]
+    const [[, items], [, total]] = orThrow((await this.redis.multi().lrange(key, offset, offset + limit - 1).llen(key).exec())!) as [[null, string[]], [null, number]]
     return { letters: items.map((item) => JSON.parse(item)), total }
   }
 
@@ -431,7 +431,7 @@ export class DestinationStore {
     if (ids === undefined) {
       // Read and delete in one transaction: a letter the worker adds in between would otherwise
       // be deleted unread — gone from the list, never replayed.
-      const [[, items]] = (await this.redis.multi().lrange(key, 0, -1).del(key).exec()) as [[Error | null, string[]], unknown]
+      const [[, items]] = orThrow((await this.redis.multi().lrange(key, 0, -1).del(key).exec())!) as [[null, string[]], unknown]
       taken = items
     } else {
       const wanted = new Set(ids)
@@ -440,8 +440,8 @@ export class DestinationStore {
       // Only the letters this call removed are replayed: two concurrent retries send each once.
       const multi = this.redis.multi()
       for (const item of candidates) multi.lrem(key, 1, item)
-      const results = await multi.exec()
-      taken = candidates.filter((_, i) => results?.[i]?.[1] === 1)
+      const results = orThrow((await multi.exec())!)
+      taken = candidates.filter((_, i) => results[i][1] === 1)
     }
     if (taken.length > 0) await this.redis.hincrby(this.keys.destinationStats(id), 'deadLettered', -taken.length)
     return taken.map((item) => JSON.parse(item) as DeadLetter)
@@ -450,10 +450,10 @@ export class DestinationStore {
   /** Puts taken letters back (their replay could not be queued): a retry never loses a letter. */
   async restoreDeadLetters (id: string, letters: DeadLetter[]): Promise<void> {
     if (letters.length === 0) return
-    await this.redis.pipeline()
+    orThrow((await this.redis.pipeline()
       .rpush(this.keys.deadLetters(id), ...letters.map((l) => JSON.stringify(l)))
       .hincrby(this.keys.destinationStats(id), 'deadLettered', letters.length)
-      .exec()
+      .exec())!)
   }
 
   async toPublic (stored: StoredDestination): Promise<Destination> {
