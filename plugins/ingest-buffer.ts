@@ -3,7 +3,7 @@ import { createRequire } from 'node:module'
 import { Job, type JobsOptions, type Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { Result } from 'ioredis'
-import type { RedisClient } from '../src/redis-client.js'
+import { isOutOfMemory, type RedisClient } from '../src/redis-client.js'
 import { INGEST_BODY_TTL_MS, type IngestJobData, type StoredRequest } from '../jobs/queues.js'
 import type { IngestPartitionKeys, RedisKeys } from '../src/keys.js'
 import type { WorkCounter } from '../src/work-counter.js'
@@ -353,7 +353,9 @@ export class IngestBuffer {
         .then(
           (results) => { group.forEach((p, i) => p.resolve(results[i])) },
           (err: Error) => {
-            const unavailable = new UnavailableError('could not store the messages (Redis unreachable); retry later')
+            // Redis full (under noeviction it refuses writes) is said as such: the operator's fix differs.
+            const why = isOutOfMemory(err) ? 'Redis is out of memory' : 'Redis unreachable'
+            const unavailable = new UnavailableError(`could not store the messages (${why}); retry later`)
             unavailable.cause = err
             group.forEach((p) => p.reject(unavailable))
           })

@@ -95,3 +95,16 @@ export async function * scanKeys (redis: RedisClient, pattern: string, count = 1
     } while (cursor !== '0')
   }
 }
+
+const OUT_OF_MEMORY = /\bOOM command not allowed\b/
+
+/**
+ * Whether Redis refused a command for want of memory (over `maxmemory` under noeviction): the
+ * error itself, one a script passed on in its own, or one queued in a transaction Redis then
+ * discarded (EXECABORT).
+ */
+export function isOutOfMemory (err: unknown): boolean {
+  if (!(err instanceof Error)) return false
+  const previous = (err as { previousErrors?: unknown[] }).previousErrors ?? []
+  return OUT_OF_MEMORY.test(err.message) || previous.some((e) => e instanceof Error && OUT_OF_MEMORY.test(e.message))
+}

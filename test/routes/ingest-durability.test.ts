@@ -110,6 +110,30 @@ t.test('a flush whose job cannot be added is answered 503 and leaves its ids unr
   t.match((await ctx.admin('GET', `/v1/sources/${id}/stats`)).json, { received: 1, accepted: 1, duplicate: 0, rejected: 0 })
 })
 
+t.test('Redis out of memory: 503 saying so, nothing counted; once it has room the retry is stored', { skip: redis.owned ? false : 'needs a redis-server of its own to reconfigure' }, async (t) => {
+  const ctx = await buildTestApp(t, { env: { ROLE: 'api' }, redis })
+  const { app } = ctx
+  const { stored } = ingestQueue(t, redis)
+  const { id, writeKey } = await ctx.createSource()
+  const message = { userId: 'u1', event: 'Order Completed', messageId: 'full-1' }
+  // Under noeviction a full Redis refuses every write that needs memory.
+  await app.redis.config('SET', 'maxmemory', '1')
+  t.teardown(() => app.redis.config('SET', 'maxmemory', '0'))
+  const full = await answer(send(app, '/v1/track', message, { writeKey }), 'a message while Redis is full')
+  t.equal(full.statusCode, 503, 'not stored: 503, and the client retries')
+  t.match(full.json(), { success: false, error: /out of memory/ }, 'the answer says Redis is full')
+  t.match(full.headers['retry-after'], /^[1-9]\d*$/)
+  // A large batch's bodies go by HSET in the flush's transaction, which Redis discards.
+  const batch = await answer(send(app, '/v1/batch', { batch: Array.from({ length: 3 }, (_, i) => ({ ...message, type: 'track', messageId: `full-large-${i}`, properties: { filler: 'x'.repeat(20_000) } })) }, { writeKey }), 'a large batch while Redis is full')
+  t.equal(batch.statusCode, 503)
+  t.match(batch.json(), { success: false, error: /out of memory/ })
+
+  await app.redis.config('SET', 'maxmemory', '0')
+  t.match((await ctx.admin('GET', `/v1/sources/${id}/stats`)).json, { received: 0, accepted: 0 }, 'nothing counted while full')
+  t.equal((await send(app, '/v1/track', message, { writeKey })).statusCode, 200, 'room again: the retry is accepted')
+  t.same((await stored(id)).map((m) => m.messageId), ['full-1'], 'and stored, not taken for a duplicate')
+})
+
 t.test('jobs stored by an earlier build, with a key per body, are still read', async (t) => {
   const ctx = await buildTestApp(t, { env: { ROLE: 'api' }, redis })
   const { queue, stored } = ingestQueue(t, redis)
