@@ -2,6 +2,7 @@ import { Queue, Worker } from 'bullmq'
 import fp from 'fastify-plugin'
 import { AUDIENCE_SYNC_QUEUE, AudienceEngine, type AudienceSyncJobData } from '../jobs/audiences.js'
 import { countProcessed } from '../jobs/queue-stats.js'
+import { superviseWorker, type SupervisedWorker } from '../jobs/worker-supervisor.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -43,28 +44,31 @@ export default fp(async (app) => {
   app.decorate('audienceSyncQueue', syncQueue)
   app.decorate('audienceEngine', engine)
 
-  let worker: Worker<AudienceSyncJobData> | undefined
+  let supervised: SupervisedWorker<AudienceSyncJobData> | undefined
   if (config.ROLE !== 'api') {
     app.workers.ingestStages.push(engine.stage)
-    worker = new Worker<AudienceSyncJobData>(AUDIENCE_SYNC_QUEUE, app.work.audienceSyncJobs.wrap(engine.createProcessor()), {
-      connection: app.workerConnection,
-      prefix: app.keys.queuePrefixOf('audience-sync'),
-      concurrency: config.AUDIENCE_SYNC_CONCURRENCY,
-      // As the other workers: a sync whose worker died goes to another after STALLED_INTERVAL_MS
-      // (BullMQ's 30 s default before). Syncs resume from their cursors, so running one again is
-      // safe: a worker dying more than once does not fail it for good (BullMQ's default is once).
-      lockDuration: config.STALLED_INTERVAL_MS,
-      stalledInterval: config.STALLED_INTERVAL_MS,
-      maxStalledCount: 10,
-      autorun: false
-    })
-    countProcessed(worker, app.workerConnection, app.keys.queueProcessed)
-    worker.on('error', (err) => app.log.warn({ err }, 'audience-sync worker error'))
-    worker.on('failed', (job, err) => app.log.error({ err, jobId: job?.id, audienceId: job?.data.audienceId }, 'audience sync failed'))
-    app.addHook('onReady', async () => { worker!.run().catch((err) => app.log.error({ err }, 'audience-sync worker stopped')) })
+    supervised = superviseWorker(syncQueue, () => {
+      const worker = new Worker<AudienceSyncJobData>(AUDIENCE_SYNC_QUEUE, app.work.audienceSyncJobs.wrap(engine.createProcessor()), {
+        connection: app.workerConnection,
+        prefix: app.keys.queuePrefixOf('audience-sync'),
+        concurrency: config.AUDIENCE_SYNC_CONCURRENCY,
+        // As the other workers: a sync whose worker died goes to another after STALLED_INTERVAL_MS
+        // (BullMQ's 30 s default before). Syncs resume from their cursors, so running one again is
+        // safe: a worker dying more than once does not fail it for good (BullMQ's default is once).
+        lockDuration: config.STALLED_INTERVAL_MS,
+        stalledInterval: config.STALLED_INTERVAL_MS,
+        maxStalledCount: 10,
+        autorun: false
+      })
+      countProcessed(worker, app.workerConnection, app.keys.queueProcessed)
+      worker.on('error', (err) => app.log.warn({ err }, 'audience-sync worker error'))
+      worker.on('failed', (job, err) => app.log.error({ err, jobId: job?.id, audienceId: job?.data.audienceId }, 'audience sync failed'))
+      return worker
+    }, { redis: app.redis, intervalMs: config.STALLED_INTERVAL_MS, log: app.log })
+    app.addHook('onReady', async () => { supervised!.start() })
   }
   app.addHook('onClose', async () => {
-    await worker?.close()
+    await supervised?.close(config.SHUTDOWN_TIMEOUT_MS)
     await syncQueue.close()
   })
 }, { name: 'audience-engine', dependencies: ['audiences', 'profiles', 'queues', 'destinations', 'metrics'] })

@@ -2,6 +2,7 @@ import { Queue, Worker } from 'bullmq'
 import fp from 'fastify-plugin'
 import { createDeliverProcessor, deliverNow } from '../jobs/deliver.js'
 import { countProcessed } from '../jobs/queue-stats.js'
+import { superviseWorker, type SupervisedWorker } from '../jobs/worker-supervisor.js'
 import { DELIVER_QUEUE, type DeliverJobData } from '../jobs/queues.js'
 import { createRouteStage, type Enrichment } from '../jobs/route.js'
 import type { SegmentMessage } from '../src/segment/types.js'
@@ -56,7 +57,7 @@ export default fp(async (app) => {
     await releaseHeldConversions(destinationId)
   })
 
-  let worker: Worker<DeliverJobData> | undefined
+  let supervised: SupervisedWorker<DeliverJobData> | undefined
   if (config.ROLE !== 'api') {
     app.workers.ingestStages.push(createRouteStage({
       destinations: app.destinations,
@@ -91,48 +92,51 @@ export default fp(async (app) => {
         observeGraphRequest: app.metrics.observeGraphRequest
       }, destinationId, data)
     }))
-    worker = new Worker<DeliverJobData>(DELIVER_QUEUE, app.work.deliverJobs.wrap(createDeliverProcessor({
-      destinations: app.destinations,
-      deliverQueue,
-      graphUrl: config.FACEBOOK_GRAPH_URL,
-      appSecret: config.FACEBOOK_APP_SECRET,
-      timeoutMs: config.GRAPH_TIMEOUT_MS,
-      holdRecheckMs: config.HOLD_RECHECK_MS,
-      holdMaxMs: config.holdMaxMs,
-      now: app.now,
-      log: app.log,
-      observeGraphRequest: app.metrics.observeGraphRequest
-    })), {
-      connection: app.workerConnection,
-      prefix: app.keys.queuePrefixOf('deliver'),
-      concurrency: config.DELIVER_CONCURRENCY,
-      lockDuration: config.STALLED_INTERVAL_MS,
-      stalledInterval: config.STALLED_INTERVAL_MS,
-      // BullMQ fails a job whose worker died more than once (maxStalledCount 1), and the
-      // processor never sees it again: its conversions would stay "retrying", neither sent nor
-      // dead-lettered. Running a deliver job again is safe (Meta de-duplicates by event_id), so a
-      // worker dying mid-request counts like a transient error: as many times as the attempts.
-      maxStalledCount: config.DELIVER_ATTEMPTS,
-      autorun: false,
-      settings: {
+    supervised = superviseWorker(deliverQueue, () => {
+      const worker = new Worker<DeliverJobData>(DELIVER_QUEUE, app.work.deliverJobs.wrap(createDeliverProcessor({
+        destinations: app.destinations,
+        deliverQueue,
+        graphUrl: config.FACEBOOK_GRAPH_URL,
+        appSecret: config.FACEBOOK_APP_SECRET,
+        timeoutMs: config.GRAPH_TIMEOUT_MS,
+        holdRecheckMs: config.HOLD_RECHECK_MS,
+        holdMaxMs: config.holdMaxMs,
+        now: app.now,
+        log: app.log,
+        observeGraphRequest: app.metrics.observeGraphRequest
+      })), {
+        connection: app.workerConnection,
+        prefix: app.keys.queuePrefixOf('deliver'),
+        concurrency: config.DELIVER_CONCURRENCY,
+        lockDuration: config.STALLED_INTERVAL_MS,
+        stalledInterval: config.STALLED_INTERVAL_MS,
+        // BullMQ fails a job whose worker died more than once (maxStalledCount 1), and the
+        // processor never sees it again: its conversions would stay "retrying", neither sent nor
+        // dead-lettered. Running a deliver job again is safe (Meta de-duplicates by event_id), so a
+        // worker dying mid-request counts like a transient error: as many times as the attempts.
+        maxStalledCount: config.DELIVER_ATTEMPTS,
+        autorun: false,
+        settings: {
         // Exponential backoff with full jitter, capped: retries spread out instead of arriving together.
-        backoffStrategy: (attemptsMade: number) => {
-          const ceiling = Math.min(config.DELIVER_MAX_BACKOFF_MS, config.DELIVER_BACKOFF_MS * 2 ** Math.max(0, attemptsMade - 1))
-          return Math.round(ceiling / 2 + Math.random() * ceiling / 2)
+          backoffStrategy: (attemptsMade: number) => {
+            const ceiling = Math.min(config.DELIVER_MAX_BACKOFF_MS, config.DELIVER_BACKOFF_MS * 2 ** Math.max(0, attemptsMade - 1))
+            return Math.round(ceiling / 2 + Math.random() * ceiling / 2)
+          }
         }
-      }
-    })
-    countProcessed(worker, app.workerConnection, app.keys.queueProcessed)
-    worker.on('error', (err) => app.log.warn({ err }, 'deliver worker error'))
-    worker.on('failed', (job, err) => {
-      if (job !== undefined && job.attemptsMade < (job.opts.attempts ?? 1)) app.log.info({ jobId: job.id, attempt: job.attemptsMade, err: err.message }, 'delivery will be retried')
-      else app.log.error({ err, jobId: job?.id }, 'deliver job failed')
-    })
-    app.addHook('onReady', async () => { worker!.run().catch((err) => app.log.error({ err }, 'deliver worker stopped')) })
+      })
+      countProcessed(worker, app.workerConnection, app.keys.queueProcessed)
+      worker.on('error', (err) => app.log.warn({ err }, 'deliver worker error'))
+      worker.on('failed', (job, err) => {
+        if (job !== undefined && job.attemptsMade < (job.opts.attempts ?? 1)) app.log.info({ jobId: job.id, attempt: job.attemptsMade, err: err.message }, 'delivery will be retried')
+        else app.log.error({ err, jobId: job?.id }, 'deliver job failed')
+      })
+      return worker
+    }, { redis: app.redis, intervalMs: config.STALLED_INTERVAL_MS, log: app.log })
+    app.addHook('onReady', async () => { supervised!.start() })
   }
 
   app.addHook('onClose', async () => {
-    await worker?.close()
+    await supervised?.close(config.SHUTDOWN_TIMEOUT_MS)
     await deliverQueue.close()
   })
 }, { name: 'delivery', dependencies: ['destinations', 'redis', 'profiles', 'metrics'] })

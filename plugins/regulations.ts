@@ -1,5 +1,6 @@
 import { Queue, Worker } from 'bullmq'
 import fp from 'fastify-plugin'
+import { superviseWorker, type SupervisedWorker } from '../jobs/worker-supervisor.js'
 import { REGULATION_QUEUE, RegulationEngine, RegulationStore, type RegulationJobData } from '../jobs/regulations.js'
 import { TtlCache } from '../src/ttl-cache.js'
 
@@ -36,7 +37,7 @@ export default fp(async (app) => {
   app.decorate('regulationQueue', queue)
   app.decorate('suppressionActive', (sourceId: string) => active.get(sourceId, async () => (await app.redis.exists(app.keys.suppressed(sourceId))) === 1))
 
-  let worker: Worker<RegulationJobData> | undefined
+  let supervised: SupervisedWorker<RegulationJobData> | undefined
   if (app.config.ROLE !== 'api') {
     const engine = new RegulationEngine({
       redis: app.redis,
@@ -50,22 +51,25 @@ export default fp(async (app) => {
       suppressionCacheMs: SUPPRESSION_CACHE_MS,
       log: app.log
     })
-    worker = new Worker<RegulationJobData>(REGULATION_QUEUE, engine.createProcessor(), {
-      connection: app.workerConnection,
-      prefix: app.keys.queuePrefixOf('regulations'),
-      concurrency: 1,
-      lockDuration: app.config.STALLED_INTERVAL_MS,
-      stalledInterval: app.config.STALLED_INTERVAL_MS,
-      // Every phase can run again: a worker dying mid-way hands the job on, however often.
-      maxStalledCount: 10,
-      autorun: false
-    })
-    worker.on('error', (err) => app.log.warn({ err }, 'regulation worker error'))
-    worker.on('failed', (job, err) => app.log.error({ err, jobId: job?.id, regulationId: job?.data.regulationId }, 'regulation failed'))
-    app.addHook('onReady', async () => { worker!.run().catch((err) => app.log.error({ err }, 'regulation worker stopped')) })
+    supervised = superviseWorker(queue, () => {
+      const worker = new Worker<RegulationJobData>(REGULATION_QUEUE, engine.createProcessor(), {
+        connection: app.workerConnection,
+        prefix: app.keys.queuePrefixOf('regulations'),
+        concurrency: 1,
+        lockDuration: app.config.STALLED_INTERVAL_MS,
+        stalledInterval: app.config.STALLED_INTERVAL_MS,
+        // Every phase can run again: a worker dying mid-way hands the job on, however often.
+        maxStalledCount: 10,
+        autorun: false
+      })
+      worker.on('error', (err) => app.log.warn({ err }, 'regulation worker error'))
+      worker.on('failed', (job, err) => app.log.error({ err, jobId: job?.id, regulationId: job?.data.regulationId }, 'regulation failed'))
+      return worker
+    }, { redis: app.redis, intervalMs: app.config.STALLED_INTERVAL_MS, log: app.log })
+    app.addHook('onReady', async () => { supervised!.start() })
   }
   app.addHook('onClose', async () => {
-    await worker?.close()
+    await supervised?.close(app.config.SHUTDOWN_TIMEOUT_MS)
     await queue.close()
   })
 }, { name: 'regulations', dependencies: ['queues', 'audiences', 'profiles', 'destinations', 'delivery'] })

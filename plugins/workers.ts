@@ -3,12 +3,13 @@ import fp from 'fastify-plugin'
 import { connectRedis, redisTarget, type RedisClient } from '../src/redis-client.js'
 import { createIngestProcessor, type IngestStage } from '../jobs/ingest.js'
 import { countProcessed } from '../jobs/queue-stats.js'
+import { superviseWorker, type SupervisedWorker } from '../jobs/worker-supervisor.js'
 import type { IngestJobData } from '../jobs/queues.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** `ingest`: a worker per ingest partition. */
-    workers: { ingest: Array<Worker<IngestJobData>>, ingestStages: IngestStage[] }
+    workers: { ingest: Array<SupervisedWorker<IngestJobData>>, ingestStages: IngestStage[] }
     /** The workers' shared connection (BullMQ duplicates it for its blocking commands). */
     workerConnection: RedisClient
   }
@@ -30,7 +31,7 @@ export default fp(async (app) => {
   // A worker for every ingest partition: INGEST_CONCURRENCY jobs at once in all, at least one a partition.
   const partitions = app.keys.ingestPartitions
   const concurrency = Math.max(1, Math.ceil(app.config.INGEST_CONCURRENCY / partitions.length))
-  const ingest = partitions.map((partition) => {
+  const ingest = partitions.map((partition, p) => superviseWorker(app.queues.ingestPartitions[p], () => {
     const worker = new Worker<IngestJobData>(partition.name, processor, {
       connection,
       prefix: partition.queuePrefix,
@@ -53,15 +54,15 @@ export default fp(async (app) => {
     countProcessed(worker, connection, app.keys.queueProcessed)
     worker.on('error', (err) => app.log.warn({ err, queue: partition.name }, 'ingest worker error'))
     return worker
-  })
+  }, { redis: app.redis, intervalMs: app.config.STALLED_INTERVAL_MS, log: app.log }))
   app.decorate('workers', { ingest, ingestStages })
   app.decorate<RedisClient>('workerConnection', connection)
   // Stages register during boot; start consuming once every plugin is loaded.
   app.addHook('onReady', async () => {
-    for (const worker of ingest) worker.run().catch((err) => app.log.error({ err, queue: worker.name }, 'ingest worker stopped'))
+    for (const supervised of ingest) supervised.start()
   })
   app.addHook('onClose', async () => {
-    await Promise.all(ingest.map((worker) => worker.close()))
+    await Promise.all(ingest.map((supervised) => supervised.close(app.config.SHUTDOWN_TIMEOUT_MS)))
     await connection.quit().catch(() => connection.disconnect())
   })
-}, { name: 'workers', dependencies: ['config', 'sources', 'ingest-failures'] })
+}, { name: 'workers', dependencies: ['config', 'queues', 'sources', 'ingest-failures'] })
