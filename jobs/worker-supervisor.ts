@@ -87,10 +87,13 @@ export function superviseWorker<T> (queue: Queue<T>, create: () => Worker<T>, op
 }
 
 /**
- * Drops a worker's own blocking connection without waiting for it to end. BullMQ has no public
- * call for it: `worker.disconnect()` drops the connection the workers share as well.
+ * Closes, without waiting, what a worker stuck in its close still holds: its own (blocking)
+ * connection, forced — so BullMQ's cluster recovery stops reconnecting it — and its lock renewal
+ * timer. BullMQ has no public call for it (`worker.disconnect()` drops the connection the
+ * workers share as well), and its `close()` reaches these only after the wait that is stuck.
  */
 function dropBlockingConnection (worker: Worker): void {
-  const backend = (worker as unknown as { backend?: { disconnectBlocking?: (wait: boolean) => Promise<void> } }).backend
-  backend?.disconnectBlocking?.(false).catch(() => {})
+  const inner = worker as unknown as { backend?: { close?: (force: boolean) => Promise<void> }, lockManager?: { close?: () => Promise<void> } }
+  inner.backend?.close?.(true).catch(() => {})
+  inner.lockManager?.close?.().catch(() => {})
 }
