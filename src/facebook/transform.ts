@@ -430,7 +430,7 @@ function valueRejection (reading: TrackReading, eventName: string): Rejection | 
   if (reading.value >= 0 && reading.currency === undefined) {
     return {
       reason: 'invalid_currency',
-      message: `properties.currency ${JSON.stringify(reading.rawCurrency)} is not an ISO 4217 currency code`
+      message: `properties.currency ${shown(reading.rawCurrency)} is not an ISO 4217 currency code`
     }
   }
   return undefined
@@ -613,4 +613,15 @@ export function audienceEntryConversion (args: AudienceEntry, settings: Facebook
   }
   addDataProcessing(payload, dataProcessing)
   return { kind: 'conversion', conversion: { datasetId, eventName, eventTime, eventId: args.messageId, payload }, droppedPii: 0 }
+}
+
+/**
+ * A client's value as a reason's message shows it: a string cut to 16 characters (a currency code
+ * has 3; the message is stored and logged, and must not grow with what a client sends), else its
+ * kind.
+ */
+function shown (value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 16 ? `${value.slice(0, 16)}…` : value)
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value)
+  return Array.isArray(value) ? 'a list' : `a value of type ${typeof value}`
 }

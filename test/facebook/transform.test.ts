@@ -259,6 +259,9 @@ t.test('currency: upper-cased ISO 4217, USD by default, only with a value', asyn
   t.same(payload(track('Product Viewed', { properties: { currency: 'XYZ' } })).custom_data, undefined,
     'a bad code with no value is not sent, so not a reason to drop the event')
   t.match(invalid(track('Order Completed', { properties: { revenue: 5, currency: 'XYZ' } })).message, /"XYZ" is not an ISO 4217/)
+  const long = invalid(track('Order Completed', { properties: { revenue: 5, currency: 'U'.repeat(100_000) } })).message
+  t.equal(long, `properties.currency "${'U'.repeat(16)}…" is not an ISO 4217 currency code`, 'a long value is cut in the message')
+  t.match(invalid(track('Order Completed', { properties: { revenue: 5, currency: { code: 'USD' } } })).message, /currency a value of type object is not/)
 })
 
 t.test('content: Product List Viewed is a product_group of its category', async (t) => {
