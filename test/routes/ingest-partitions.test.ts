@@ -6,7 +6,7 @@ import t from 'tap'
 import { partitionKey, partitionOf } from '../../src/ingest-partitions.js'
 import { startFakeGraph } from '../fixtures/fake-graph.js'
 import { ADMIN_TOKEN, buildTestApp } from '../helpers/app.js'
-import { createDestination, deliveredEventIds, FAST_DELIVERY_ENV, settledStats, track, waitFor } from '../helpers/delivery-setup.js'
+import { assertAccounted, createDestination, deliveredEventIds, FAST_DELIVERY_ENV, settledStats, track, waitFor } from '../helpers/delivery-setup.js'
 import { readJobMessages } from '../../jobs/ingest.js'
 import type { Job } from 'bullmq'
 import type { IngestJobData } from '../../jobs/queues.js'
@@ -175,4 +175,27 @@ t.test('an audience sync sends each member\'s identify through the member\'s own
   t.ok(audience.id)
   for (const userId of users) t.equal(carriedBy.get(userId), `ingest-${partitionOf(userId, PARTITIONS)}`, `${userId}'s identify in its own partition`)
   t.ok(new Set(carriedBy.values()).size > 1, `the sync spread over partitions (${[...new Set(carriedBy.values())].join(', ')})`)
+})
+
+t.test('hostile ids decide partitions like any other: prototype names, the longest id, ids shared across users', async (t) => {
+  const graph = await startFakeGraph()
+  t.teardown(() => graph.close())
+  const ctx = await buildTestApp(t, { redis: freshPrefix(redis), listen: true, env: { ...FAST_DELIVERY_ENV, FACEBOOK_GRAPH_URL: graph.url, INGEST_PARTITIONS: String(PARTITIONS) } })
+  const source = await ctx.createSource()
+  const destination = await createDestination(ctx, source.id, { conversionEvents: { 'Order Completed': '1001' } })
+  const names = ['__proto__', 'constructor', 'hasOwnProperty', 'toString', 'x'.repeat(1024)]
+  const batch = [
+    ...names.map((name, i) => track('Order Completed', { revenue: 1 }, { messageId: `proto-user-${i}`, userId: name })),
+    ...names.map((name, i) => track('Order Completed', { revenue: 1 }, { messageId: `proto-anon-${i}`, userId: undefined, anonymousId: name })),
+    // One anonymous id shared by every user: the whole batch is joined into one group.
+    ...names.map((name, i) => track('Order Completed', { revenue: 1 }, { messageId: `proto-both-${i}`, userId: `${name.slice(0, 1000)}-u`, anonymousId: '__proto__' }))
+  ]
+  t.equal((await send(ctx.app, '/v1/batch', { batch }, { writeKey: source.writeKey })).statusCode, 200)
+  t.match(await sourceStats(ctx, source.id), { accepted: batch.length, rejected: 0, unprocessable: 0 }, 'every message accepted')
+  const stats = await settledStats(ctx, destination.id, batch.length, 30_000)
+  assertAccounted(t, stats, batch.length)
+  // Anonymous-only orders have no match key unless their anonymous id was joined to a user ('__proto__' was).
+  t.match(stats, { delivered: batch.length - 4, invalid: { total: 4, byReason: { no_match_key: 4 } } }, 'every message processed: delivered, or invalid with its reason')
+  const sent = new Set(deliveredEventIds(graph, '1001'))
+  t.ok(batch.filter((m) => !String(m.messageId).startsWith('proto-anon-') || m.messageId === 'proto-anon-0').every((m) => sent.has(m.messageId)), 'what has a key reached Meta')
 })
